@@ -1,0 +1,158 @@
+//! Blueprint -> the configuration of each service instance. Pure; shared by `kaa up` and the
+//! operator so that a Blueprint means the same thing on a laptop and in a cluster.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+
+use crate::config::*;
+use crate::spec::{Blueprint, ServiceInstance, ServiceKind};
+use crate::validate::{Invalid, Problems};
+
+/// One service instance, ready to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderedService {
+    pub replicas: u32,
+    pub config: ServiceConfig,
+}
+
+/// Renders every service instance of a Blueprint (which should have passed `validate`).
+pub fn render(blueprint: &Blueprint) -> Result<Vec<RenderedService>, Invalid> {
+    let mut p = Problems::default();
+    let rendered = render_checked(blueprint, &mut p);
+    p.into_result().map(|()| rendered)
+}
+
+pub(crate) fn render_checked(blueprint: &Blueprint, p: &mut Problems) -> Vec<RenderedService> {
+    let spec = &blueprint.spec;
+    let epr = spec
+        .services
+        .iter()
+        .find(|s| s.kind == ServiceKind::Epr)
+        .map(|s| s.instance_name().to_owned());
+    let epr = epr.unwrap_or_else(|| ServiceKind::Epr.as_str().to_owned());
+    let app_versions: BTreeMap<String, AppVersionRoute> = spec
+        .applications
+        .iter()
+        .flat_map(|app| {
+            app.versions.iter().map(|v| {
+                let route = AppVersionRoute {
+                    application: app.name.clone(),
+                    extensions: v.extensions.clone(),
+                };
+                (v.name.clone(), route)
+            })
+        })
+        .collect();
+
+    let mut rendered = Vec::new();
+    for (i, service) in spec.services.iter().enumerate() {
+        let instance = service.instance_name().to_owned();
+        let config = match service.kind {
+            ServiceKind::Kpc => settings::<KpcSettings>(service, i, p).map(|s| {
+                ServiceConfig::Kpc(KpcConfig {
+                    instance,
+                    token_provider: epr.clone(),
+                    app_versions: app_versions.clone(),
+                    mqtt: s.mqtt,
+                    limits: s.limits,
+                })
+            }),
+            ServiceKind::Epr => settings::<EprSettings>(service, i, p).map(|EprSettings {}| {
+                let applications = spec
+                    .applications
+                    .iter()
+                    .map(|a| EprApplication {
+                        name: a.name.clone(),
+                        versions: a.versions.iter().map(|v| v.name.clone()).collect(),
+                    })
+                    .collect();
+                ServiceConfig::Epr(EprConfig {
+                    instance,
+                    applications,
+                })
+            }),
+            ServiceKind::Epmx => settings::<EpmxSettings>(service, i, p).map(|s| {
+                ServiceConfig::Epmx(EpmxConfig {
+                    instance,
+                    epr_instance: epr.clone(),
+                    request_timeout_ms: s.request_timeout_ms,
+                })
+            }),
+        };
+        if let Some(config) = config {
+            rendered.push(RenderedService {
+                replicas: service.replicas,
+                config,
+            });
+        }
+    }
+    rendered
+}
+
+fn settings<T: DeserializeOwned>(service: &ServiceInstance, index: usize, p: &mut Problems) -> Option<T> {
+    serde_json::from_value(serde_json::Value::Object(service.config.clone()))
+        .map_err(|e| p.fail(format!("spec.services[{index}].config"), e.to_string()))
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_quickstart_renders_one_config_per_instance() {
+        let rendered = render(&Blueprint::quickstart()).unwrap();
+        let kpc = rendered
+            .iter()
+            .find_map(|r| match &r.config {
+                ServiceConfig::Kpc(c) => Some(c),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(kpc.token_provider, "epr");
+        let route = &kpc.app_versions["demo_application_v1"];
+        assert_eq!(route.application, "demo_application");
+        assert!(route.extensions.contains(&"epmx".to_owned()));
+        assert_eq!(kpc.limits, KpcLimits::default());
+        let kinds: Vec<_> = rendered.iter().map(|r| r.config.kind()).collect();
+        assert!(kinds.contains(&ServiceKind::Epr) && kinds.contains(&ServiceKind::Epmx));
+    }
+
+    #[test]
+    fn rendered_configs_survive_a_round_trip_through_json() {
+        for r in render(&Blueprint::quickstart()).unwrap() {
+            let json = serde_json::to_string(&r.config).unwrap();
+            let back: ServiceConfig = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, r.config);
+        }
+    }
+
+    #[test]
+    fn settings_reach_the_config() {
+        let mut bp = Blueprint::quickstart();
+        let kpc = bp
+            .spec
+            .services
+            .iter_mut()
+            .find(|s| s.kind == ServiceKind::Kpc)
+            .unwrap();
+        kpc.config =
+            serde_json::from_str(r#"{"limits":{"maxPayloadBytes":1000},"mqtt":{"listen":"127.0.0.1:0"}}"#)
+                .unwrap();
+        let rendered = render(&bp).unwrap();
+        let Some(ServiceConfig::Kpc(c)) = rendered
+            .iter()
+            .map(|r| &r.config)
+            .find(|c| c.kind() == ServiceKind::Kpc)
+        else {
+            panic!("no kpc")
+        };
+        assert_eq!(c.limits.max_payload_bytes, 1000);
+        assert_eq!(
+            c.limits.request_timeout_ms,
+            KpcLimits::default().request_timeout_ms
+        );
+        assert_eq!(c.mqtt.listen, "127.0.0.1:0");
+    }
+}

@@ -1,0 +1,191 @@
+//! NATS subject rules: validation of subjects and queue group names, and wildcard matching.
+//!
+//! Both bus implementations validate with these functions before doing anything, so a bad subject
+//! gives the same [`SubjectError`] whether the bus is in-process or NATS. The rules follow the NATS
+//! protocol: tokens are separated by `.` and may not be empty; `*` as a whole token matches exactly
+//! one token, `>` as the last token matches one or more; `*`/`>` inside a longer token are literal
+//! characters. Whitespace would break NATS protocol framing, so it is rejected everywhere, and so are
+//! control characters. Publishing to a wildcard subject is rejected: NATS would deliver it literally
+//! to matching wildcard subscribers, which is never what a caller means.
+
+/// Why a subject or queue group name was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SubjectError {
+    #[error("it is empty")]
+    Empty,
+    #[error("it has an empty token (a leading, trailing or doubled '.')")]
+    EmptyToken,
+    #[error("it contains whitespace or a control character")]
+    Whitespace,
+    #[error("it contains a wildcard token ('*' or '>'), which only subscriptions may use")]
+    WildcardInPublish,
+    #[error("'>' may only be the last token")]
+    FullWildcardNotLast,
+}
+
+/// Checks a subject to publish to (or to reply to): concrete, no wildcards.
+pub(crate) fn validate_publish(subject: &str) -> Result<(), SubjectError> {
+    for token in tokens(subject)? {
+        if token == "*" || token == ">" {
+            return Err(SubjectError::WildcardInPublish);
+        }
+    }
+    Ok(())
+}
+
+/// Checks a subscription subject: `*` anywhere as a whole token, `>` only as the last token.
+pub(crate) fn validate_subscribe(subject: &str) -> Result<(), SubjectError> {
+    let mut tokens = tokens(subject)?.peekable();
+    while let Some(token) = tokens.next() {
+        if token == ">" && tokens.peek().is_some() {
+            return Err(SubjectError::FullWildcardNotLast);
+        }
+    }
+    Ok(())
+}
+
+/// Checks a queue group name: one non-empty word without whitespace (NATS allows dots in it).
+pub(crate) fn validate_queue_group(name: &str) -> Result<(), SubjectError> {
+    if name.is_empty() {
+        return Err(SubjectError::Empty);
+    }
+    if name.chars().any(is_forbidden) {
+        return Err(SubjectError::Whitespace);
+    }
+    Ok(())
+}
+
+/// True when a validated subscription subject has no wildcard token, so it can be looked up exactly.
+pub(crate) fn is_literal(pattern: &str) -> bool {
+    !pattern.split('.').any(|token| token == "*" || token == ">")
+}
+
+/// Does a validated subscription `pattern` match a validated publish `subject`?
+pub(crate) fn matches(pattern: &str, subject: &str) -> bool {
+    let mut subject_tokens = subject.split('.');
+    for pattern_token in pattern.split('.') {
+        if pattern_token == ">" {
+            // `>` needs at least one more token.
+            return subject_tokens.next().is_some();
+        }
+        match subject_tokens.next() {
+            Some(token) if pattern_token == "*" || pattern_token == token => {}
+            _ => return false,
+        }
+    }
+    subject_tokens.next().is_none()
+}
+
+/// Splits a subject into tokens after the checks both kinds of subject share.
+fn tokens(subject: &str) -> Result<std::str::Split<'_, char>, SubjectError> {
+    if subject.is_empty() {
+        return Err(SubjectError::Empty);
+    }
+    if subject.chars().any(is_forbidden) {
+        return Err(SubjectError::Whitespace);
+    }
+    if subject.split('.').any(str::is_empty) {
+        return Err(SubjectError::EmptyToken);
+    }
+    Ok(subject.split('.'))
+}
+
+fn is_forbidden(c: char) -> bool {
+    c.is_whitespace() || c.is_control()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_subjects() {
+        for ok in [
+            "a",
+            "a.b.c",
+            "kaa.v1.service.epmx.esp.ClientData",
+            "a*b.c>",
+            "_INBOX.x1",
+        ] {
+            assert_eq!(validate_publish(ok), Ok(()), "{ok}");
+        }
+        let cases = [
+            ("", SubjectError::Empty),
+            (".a", SubjectError::EmptyToken),
+            ("a.", SubjectError::EmptyToken),
+            ("a..b", SubjectError::EmptyToken),
+            (".", SubjectError::EmptyToken),
+            ("a b", SubjectError::Whitespace),
+            ("a\tb", SubjectError::Whitespace),
+            ("a\r\nb", SubjectError::Whitespace),
+            ("a\0b", SubjectError::Whitespace),
+            ("a.*", SubjectError::WildcardInPublish),
+            ("a.>", SubjectError::WildcardInPublish),
+            (">", SubjectError::WildcardInPublish),
+        ];
+        for (subject, want) in cases {
+            assert_eq!(validate_publish(subject), Err(want), "{subject:?}");
+        }
+    }
+
+    #[test]
+    fn subscribe_subjects() {
+        for ok in ["a", ">", "*", "a.*.c", "a.>", "*.*.>", "a*.b>"] {
+            assert_eq!(validate_subscribe(ok), Ok(()), "{ok}");
+        }
+        assert_eq!(
+            validate_subscribe("a.>.c"),
+            Err(SubjectError::FullWildcardNotLast)
+        );
+        assert_eq!(validate_subscribe(">.a"), Err(SubjectError::FullWildcardNotLast));
+        assert_eq!(validate_subscribe("a..*"), Err(SubjectError::EmptyToken));
+        assert_eq!(validate_subscribe("a *"), Err(SubjectError::Whitespace));
+        assert_eq!(validate_subscribe(""), Err(SubjectError::Empty));
+    }
+
+    #[test]
+    fn queue_groups() {
+        assert_eq!(validate_queue_group("epmx"), Ok(()));
+        assert_eq!(validate_queue_group("a.b"), Ok(()));
+        assert_eq!(validate_queue_group(""), Err(SubjectError::Empty));
+        assert_eq!(validate_queue_group("a b"), Err(SubjectError::Whitespace));
+    }
+
+    #[test]
+    fn wildcard_matching() {
+        let cases = [
+            ("a.b", "a.b", true),
+            ("a.b", "a.c", false),
+            ("a.b", "a.b.c", false),
+            ("a.b.c", "a.b", false),
+            ("a.*", "a.b", true),
+            ("a.*", "a", false),
+            ("a.*", "a.b.c", false),
+            ("*.b", "a.b", true),
+            ("a.*.c", "a.x.c", true),
+            ("a.*.c", "a.x.y.c", false),
+            ("a.>", "a.b", true),
+            ("a.>", "a.b.c.d", true),
+            ("a.>", "a", false),
+            ("a.>", "b.a", false),
+            (">", "a", true),
+            (">", "a.b.c", true),
+            ("*.>", "a", false),
+            ("*.>", "a.b", true),
+            // Wildcard characters inside a longer token are literal.
+            ("a*", "ab", false),
+            ("a*", "a*", true),
+        ];
+        for (pattern, subject, want) in cases {
+            assert_eq!(matches(pattern, subject), want, "{pattern} vs {subject}");
+        }
+    }
+
+    #[test]
+    fn literal_detection() {
+        assert!(is_literal("a.b"));
+        assert!(is_literal("a*.b>"));
+        assert!(!is_literal("a.*"));
+        assert!(!is_literal(">"));
+    }
+}

@@ -1,0 +1,77 @@
+//! `kaa run`: one service instance against NATS, configured by a file `kaa render` (or the
+//! operator) wrote. This is what a cluster pod runs.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use kaa_blueprint::ServiceKind;
+use kaa_blueprint::config::ServiceConfig;
+use kaa_bus::Bus;
+use kaa_store::Store;
+
+use crate::services::{Platform, ServiceContext};
+
+/// Run one service instance against NATS.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The kind of service the config file is for (kpc, epr, epmx).
+    kind: ServiceKind,
+    /// The instance's config file (JSON or YAML), as written by `kaa render`.
+    #[arg(long)]
+    config: PathBuf,
+    /// NATS server URL.
+    #[arg(long, default_value = "nats://127.0.0.1:4222", env = "KAA_NATS_URL")]
+    nats_url: String,
+    /// SQLite database file, for services that keep state.
+    #[arg(long, env = "KAA_DATABASE")]
+    database: Option<PathBuf>,
+    /// Management listener: `/health` and the service's REST API.
+    #[arg(long, default_value = "0.0.0.0:9000", env = "KAA_HTTP_ADDR")]
+    http_addr: String,
+    /// This replica's id (names its bus subjects); defaults to the host name plus a random suffix.
+    #[arg(long, env = "KAA_REPLICA_ID")]
+    replica_id: Option<String>,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.config)
+        .with_context(|| format!("cannot read {}", args.config.display()))?;
+    let config: ServiceConfig = serde_saphyr::from_str(&text)
+        .with_context(|| format!("{} is not a valid service config", args.config.display()))?;
+    anyhow::ensure!(
+        config.kind() == args.kind,
+        "{} configures a `{}` service, not `{}`",
+        args.config.display(),
+        config.kind(),
+        args.kind
+    );
+    let store = match (&args.database, config.kind()) {
+        (Some(path), _) => Some(
+            Store::open(path)
+                .await
+                .with_context(|| format!("cannot open {}", path.display()))?,
+        ),
+        (None, ServiceKind::Epr) => anyhow::bail!("an `epr` service needs --database FILE"),
+        (None, _) => None,
+    };
+    let bus = Bus::connect_nats(&args.nats_url)
+        .await
+        .with_context(|| format!("cannot connect to NATS at {}", args.nats_url))?;
+    let replica = args.replica_id.clone().unwrap_or_else(|| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| config.instance().to_owned());
+        format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+    });
+    let context = ServiceContext::new(bus.clone(), store.clone(), &replica);
+    let platform = Platform::start(vec![config], &context).await?;
+    let app = crate::http::health(bus).merge(platform.router());
+    let (http_addr, http) = crate::http::serve(&args.http_addr, app, context.shutdown.clone()).await?;
+    tracing::info!(%http_addr, replica, kind = %args.kind, "service running");
+
+    crate::shutdown_signal().await;
+    platform.stop(&context).await;
+    let _ = http.await;
+    if let Some(store) = store {
+        store.close().await;
+    }
+    Ok(())
+}

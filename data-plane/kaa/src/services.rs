@@ -1,0 +1,137 @@
+//! Starting and stopping service instances from their rendered configs: the one piece of wiring
+//! shared by `kaa up` (all instances, in-process bus) and `kaa run` (one instance, NATS).
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use axum::Router;
+use kaa_blueprint::config::{EpmxConfig, EprConfig, ServiceConfig};
+use kaa_bus::Bus;
+use kaa_kpc::Kpc;
+use kaa_services::{epmx, epr};
+use kaa_store::Store;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// What every service instance of this process shares.
+#[derive(Debug)]
+pub struct ServiceContext {
+    pub bus: Bus,
+    pub store: Option<Store>,
+    /// Distinguishes this process's replicas on the bus.
+    pub replica: String,
+    pub shutdown: CancellationToken,
+}
+
+impl ServiceContext {
+    pub fn new(bus: Bus, store: Option<Store>, replica: &str) -> Self {
+        ServiceContext {
+            bus,
+            store,
+            replica: replica.to_owned(),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    fn store(&self, instance: &str) -> anyhow::Result<Store> {
+        self.store
+            .clone()
+            .with_context(|| format!("service `{instance}` needs a database"))
+    }
+}
+
+/// The running service instances of this process.
+#[derive(Debug)]
+pub struct Platform {
+    kpc: Option<Kpc>,
+    router: Router,
+    tasks: TaskTracker,
+}
+
+impl Platform {
+    /// Starts every instance; extensions and the register first, the gateway last, so that the
+    /// first device request finds its extension listening.
+    pub async fn start(mut configs: Vec<ServiceConfig>, ctx: &ServiceContext) -> anyhow::Result<Platform> {
+        configs.sort_by_key(|c| matches!(c, ServiceConfig::Kpc(_)));
+        let mut platform = Platform {
+            kpc: None,
+            router: Router::new(),
+            tasks: TaskTracker::new(),
+        };
+        for config in configs {
+            let instance = config.instance().to_owned();
+            match config {
+                ServiceConfig::Epr(c) => {
+                    let store = ctx.store(&instance)?;
+                    let config = epr_config(c);
+                    let state = epr::EprState::new(store.clone(), config.clone())?;
+                    platform.router = platform.router.merge(epr::router(state));
+                    let (bus, stop) = (ctx.bus.clone(), ctx.shutdown.clone());
+                    platform.tasks.spawn(async move {
+                        if let Err(e) = epr::serve(bus, store, config, stop).await {
+                            tracing::error!(error = %e, "EPR stopped");
+                        }
+                    });
+                }
+                ServiceConfig::Epmx(c) => {
+                    let (bus, stop) = (ctx.bus.clone(), ctx.shutdown.clone());
+                    let config = epmx_config(c);
+                    platform.tasks.spawn(async move {
+                        if let Err(e) = epmx::serve(bus, config, stop).await {
+                            tracing::error!(error = %e, "EPMX stopped");
+                        }
+                    });
+                }
+                ServiceConfig::Kpc(c) => {
+                    let replica = format!("{instance}-{}", ctx.replica);
+                    let kpc = Kpc::start(c, ctx.bus.clone(), replica).await?;
+                    platform.kpc = Some(kpc);
+                }
+            }
+        }
+        Ok(platform)
+    }
+
+    /// The REST APIs of the running instances, to be served next to `/health`.
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    pub fn mqtt_addr(&self) -> Option<SocketAddr> {
+        self.kpc.as_ref().map(Kpc::mqtt_addr)
+    }
+
+    /// Stops the gateway first (its clients are told, their endpoints announced disconnected),
+    /// then everything else, waiting for requests in flight.
+    pub async fn stop(self, ctx: &ServiceContext) {
+        if let Some(kpc) = self.kpc {
+            kpc.shutdown().await;
+        }
+        ctx.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+fn epr_config(c: EprConfig) -> epr::Config {
+    epr::Config {
+        instance: c.instance,
+        applications: c
+            .applications
+            .into_iter()
+            .map(|a| epr::Application {
+                name: a.name,
+                versions: a.versions,
+            })
+            .collect(),
+    }
+}
+
+fn epmx_config(c: EpmxConfig) -> epmx::Config {
+    epmx::Config {
+        instance: c.instance,
+        epr_instance: c.epr_instance,
+        request_timeout_ms: c.request_timeout_ms,
+        ..epmx::Config::default()
+    }
+}

@@ -1,0 +1,464 @@
+//! The transport-independent heart of KPC: 1/KP requests in, 4/ESP out, replies back to the
+//! session that asked.
+//!
+//! A transport (MQTT today) opens a session, hands every PUBLISH to [`Gateway::handle_publish`]
+//! and writes whatever arrives on the session's [`Outbound`] channel. The gateway:
+//! 1. parses the topic and checks the application version and extension instance;
+//! 2. identifies the endpoint token (16/ECAP, once per token per session) and announces the
+//!    endpoint with a 9/ELCE `connected` event;
+//! 3. publishes a 4/ESP `ClientData` whose replyTo is this replica's subject and remembers the
+//!    request by correlation id;
+//! 4. routes each `ExtensionData` back: by correlation id to the session that asked, else (a push)
+//!    to every session acting for that endpoint. Nothing ever reaches another client.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use bytestring::ByteString;
+use kaa_blueprint::config::KpcConfig;
+use kaa_bus::Bus;
+use kaa_protocol::avro::AvroRecord;
+use kaa_protocol::elce::{ConnectedEvent, DisconnectedEvent};
+use kaa_protocol::error::KpError;
+use kaa_protocol::esp::{ClientData, ExtensionData};
+use kaa_protocol::topic::RequestTopic;
+use kaa_protocol::{now_millis, subject};
+use rmqtt_codec::types::QoS;
+use tokio::sync::mpsc;
+
+use crate::tokens::{Identified, TokenError, TokenResolver};
+
+/// Identifies one client connection within this replica.
+pub type SessionId = u64;
+
+/// How many messages may wait for a slow client before further ones are dropped.
+const OUTBOUND_QUEUE: usize = 1024;
+
+/// A message for the client of one session.
+#[derive(Debug)]
+pub struct Outbound {
+    pub topic: ByteString,
+    pub payload: Bytes,
+    pub qos: QoS,
+}
+
+/// Shared state of one KPC replica.
+#[derive(Debug)]
+pub struct Gateway {
+    config: KpcConfig,
+    bus: Bus,
+    tokens: TokenResolver,
+    replica_id: String,
+    reply_subject: String,
+    next_id: AtomicU64,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    sessions: HashMap<SessionId, Session>,
+    /// Requests waiting for their ExtensionData, by correlation id.
+    pending: HashMap<String, Pending>,
+    /// Which sessions act for an endpoint (pushes go to all of them).
+    endpoints: HashMap<String, Vec<SessionId>>,
+}
+
+#[derive(Debug)]
+struct Session {
+    tx: mpsc::Sender<Outbound>,
+    /// Endpoint tokens this session identified, and the reverse map used to address pushes.
+    tokens: HashMap<String, Identified>,
+    endpoint_tokens: HashMap<String, String>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    session: SessionId,
+    qos: QoS,
+    /// The request topic (request id included): replies go to `{topic}/status` or `{topic}/error`.
+    topic: String,
+    has_request_id: bool,
+    deadline: Instant,
+}
+
+impl Gateway {
+    pub fn new(config: KpcConfig, bus: Bus, replica_id: String) -> Arc<Self> {
+        let reply_subject = subject::esp_extension_data_replica(&replica_id);
+        let tokens = TokenResolver::new(
+            bus.clone(),
+            config.token_provider.clone(),
+            Duration::from_millis(config.limits.token_timeout_ms),
+        );
+        Arc::new(Gateway {
+            config,
+            bus,
+            tokens,
+            replica_id,
+            reply_subject,
+            next_id: AtomicU64::new(1),
+            state: Mutex::default(),
+        })
+    }
+
+    pub fn config(&self) -> &KpcConfig {
+        &self.config
+    }
+
+    /// The subject this replica receives ExtensionData on.
+    pub fn reply_subject(&self) -> &str {
+        &self.reply_subject
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave State half-updated in a way that matters
+        // more than losing every session, so keep serving.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers a new client session; the receiver yields what to send to the client.
+    pub fn open_session(&self) -> (SessionId, mpsc::Receiver<Outbound>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let session = Session {
+            tx,
+            tokens: HashMap::new(),
+            endpoint_tokens: HashMap::new(),
+        };
+        self.state().sessions.insert(id, session);
+        (id, rx)
+    }
+
+    /// Forgets a session and announces its endpoints as disconnected (one 9/ELCE event).
+    pub async fn close_session(&self, id: SessionId) {
+        let endpoints = {
+            let mut state = self.state();
+            let Some(session) = state.sessions.remove(&id) else {
+                return;
+            };
+            for endpoint_id in session.endpoint_tokens.keys() {
+                if let Some(sessions) = state.endpoints.get_mut(endpoint_id) {
+                    sessions.retain(|s| *s != id);
+                    if sessions.is_empty() {
+                        state.endpoints.remove(endpoint_id);
+                    }
+                }
+            }
+            session
+                .tokens
+                .into_values()
+                .map(|i| (i.endpoint_id, i.app_version))
+                .collect()
+        };
+        self.announce_disconnected(endpoints).await;
+    }
+
+    /// Handles one PUBLISH from a client. Errors are answered on `{topic}/error`.
+    pub async fn handle_publish(&self, session: SessionId, topic: &str, payload: Bytes, qos: QoS) {
+        if let Err(error) = self.forward(session, topic, payload, qos).await {
+            tracing::debug!(session, topic, code = error.status_code, reason = %error.reason_phrase, "refused");
+            if can_answer(topic) {
+                self.send(
+                    session,
+                    format!("{topic}/error"),
+                    Bytes::from(error.to_json()),
+                    qos,
+                );
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        session: SessionId,
+        topic: &str,
+        payload: Bytes,
+        qos: QoS,
+    ) -> Result<(), KpError> {
+        let request = RequestTopic::parse(topic).map_err(|e| KpError::new(400, e.to_string()))?;
+        let route = self.config.app_versions.get(request.app_version).ok_or_else(|| {
+            KpError::new(
+                404,
+                format!("unknown application version `{}`", request.app_version),
+            )
+        })?;
+        if !route.extensions.iter().any(|e| e == request.extension) {
+            return Err(KpError::new(
+                404,
+                format!(
+                    "application version `{}` has no extension `{}`",
+                    request.app_version, request.extension
+                ),
+            ));
+        }
+        let (token, resource_path) = request
+            .endpoint_resource()
+            .map_err(|e| KpError::new(400, e.to_string()))?;
+        let limit = self.config.limits.max_payload_bytes;
+        if payload.len() > limit {
+            return Err(KpError::new(
+                413,
+                format!(
+                    "payload of {} bytes exceeds the limit of {limit} bytes",
+                    payload.len()
+                ),
+            ));
+        }
+        let endpoint = self
+            .identify(session, &route.application, request.app_version, token)
+            .await?;
+
+        let correlation_id = format!(
+            "{}-{}",
+            self.replica_id,
+            self.next_id.fetch_add(1, Ordering::Relaxed)
+        );
+        let data = ClientData {
+            correlation_id: correlation_id.clone(),
+            timestamp: now_millis(),
+            timeout: self.config.limits.request_timeout_ms as i64,
+            app_version_name: request.app_version.to_owned(),
+            endpoint_id: Some(endpoint.endpoint_id),
+            resource_path: resource_path.to_owned(),
+            request_id: request.request_id,
+            payload: payload.to_vec(),
+            config_name: None,
+        };
+        let pending = Pending {
+            session,
+            qos,
+            topic: topic.to_owned(),
+            has_request_id: request.request_id.is_some(),
+            deadline: Instant::now() + Duration::from_millis(self.config.limits.request_timeout_ms),
+        };
+        self.state().pending.insert(correlation_id.clone(), pending);
+        let subject = subject::esp_client_data(request.extension);
+        if let Err(e) = self
+            .bus
+            .publish_with_reply(&subject, &self.reply_subject, Bytes::from(data.to_avro()))
+            .await
+        {
+            self.state().pending.remove(&correlation_id);
+            tracing::warn!(error = %e, subject, "could not forward to the extension");
+            return Err(KpError::new(
+                503,
+                format!("extension `{}` is unreachable", request.extension),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Resolves a token for a session: from the session's cache, else through 16/ECAP.
+    async fn identify(
+        &self,
+        session: SessionId,
+        app: &str,
+        app_version: &str,
+        token: &str,
+    ) -> Result<Identified, KpError> {
+        if let Some(known) = self
+            .state()
+            .sessions
+            .get(&session)
+            .and_then(|s| s.tokens.get(token))
+        {
+            return Ok(known.clone());
+        }
+        let identified = self
+            .tokens
+            .resolve(app, app_version, token)
+            .await
+            .map_err(|e| match e {
+                TokenError::Unknown => KpError::new(401, "unknown or invalid endpoint token"),
+                TokenError::Unavailable(why) => {
+                    tracing::warn!(%why, "endpoint token validation failed");
+                    KpError::new(
+                        503,
+                        "the endpoint token could not be validated now; try again later",
+                    )
+                }
+            })?;
+        let newly_connected = {
+            let mut state = self.state();
+            let Some(s) = state.sessions.get_mut(&session) else {
+                return Err(KpError::new(410, "the session ended"));
+            };
+            s.tokens.insert(token.to_owned(), identified.clone());
+            let new = s
+                .endpoint_tokens
+                .insert(identified.endpoint_id.clone(), token.to_owned())
+                .is_none();
+            if new {
+                state
+                    .endpoints
+                    .entry(identified.endpoint_id.clone())
+                    .or_default()
+                    .push(session);
+            }
+            new
+        };
+        if newly_connected {
+            let endpoints = [(identified.endpoint_id.clone(), identified.app_version.clone())].into();
+            let event = ConnectedEvent {
+                correlation_id: format!("{}-c{session}", self.replica_id),
+                timestamp: now_millis(),
+                timeout: 0,
+                endpoints,
+                originator_replica_id: self.replica_id.clone(),
+            };
+            self.emit(subject::elce_connected(&self.config.instance), event.to_avro())
+                .await;
+        }
+        Ok(identified)
+    }
+
+    async fn announce_disconnected(&self, endpoints: std::collections::BTreeMap<String, String>) {
+        if endpoints.is_empty() {
+            return;
+        }
+        let event = DisconnectedEvent {
+            correlation_id: format!(
+                "{}-d{}",
+                self.replica_id,
+                self.next_id.fetch_add(1, Ordering::Relaxed)
+            ),
+            timestamp: now_millis(),
+            timeout: 0,
+            endpoints,
+            originator_replica_id: self.replica_id.clone(),
+        };
+        self.emit(subject::elce_disconnected(&self.config.instance), event.to_avro())
+            .await;
+    }
+
+    async fn emit(&self, subject: String, payload: Vec<u8>) {
+        if let Err(e) = self.bus.publish(&subject, Bytes::from(payload)).await {
+            tracing::warn!(error = %e, subject, "could not publish a connectivity event");
+        }
+    }
+
+    /// Routes one ExtensionData (an answer or a push) to the session(s) it belongs to.
+    pub fn handle_extension_data(&self, data: ExtensionData) {
+        let pending = self.state().pending.remove(&data.correlation_id);
+        match pending {
+            Some(p) => {
+                // Without a request id the device asked for no answer: only errors and replies that
+                // carry data (e.g. BCX's `token`, awaited by the official client) are delivered.
+                let success = (200..300).contains(&data.status_code);
+                let has_payload = data.payload.as_ref().is_some_and(|p| !p.is_empty());
+                if p.has_request_id || !success || has_payload {
+                    let (suffix, payload) = reply_body(data);
+                    self.send(p.session, format!("{}/{suffix}", p.topic), payload, p.qos);
+                }
+            }
+            None => self.push(data),
+        }
+    }
+
+    /// An extension-initiated message: to every session acting for the endpoint, at QoS 0.
+    fn push(&self, data: ExtensionData) {
+        let (Some(endpoint_id), Some(extension)) =
+            (data.endpoint_id.clone(), data.extension_instance_name.clone())
+        else {
+            tracing::debug!(
+                correlation_id = data.correlation_id,
+                "dropping an ExtensionData with no endpoint or extension"
+            );
+            return;
+        };
+        let targets: Vec<(SessionId, String, String)> = {
+            let state = self.state();
+            let sessions = state
+                .endpoints
+                .get(&endpoint_id)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            sessions
+                .iter()
+                .filter_map(|id| {
+                    let session = state.sessions.get(id)?;
+                    let token = session.endpoint_tokens.get(&endpoint_id)?;
+                    let app_version = data
+                        .app_version_name
+                        .clone()
+                        .or_else(|| session.tokens.get(token).map(|i| i.app_version.clone()))?;
+                    Some((*id, token.clone(), app_version))
+                })
+                .collect()
+        };
+        if targets.is_empty() {
+            tracing::debug!(endpoint_id, "push for an endpoint with no session here");
+            return;
+        }
+        let request_id = data.request_id.map(|r| format!("/{r}")).unwrap_or_default();
+        let resource_path = data.resource_path.clone();
+        let (suffix, payload) = reply_body(data);
+        for (session, token, app_version) in targets {
+            let topic = format!("kp1/{app_version}/{extension}/{token}{resource_path}{request_id}/{suffix}");
+            self.send(session, topic, payload.clone(), QoS::AtMostOnce);
+        }
+    }
+
+    fn send(&self, session: SessionId, topic: String, payload: Bytes, qos: QoS) {
+        let tx = match self.state().sessions.get(&session) {
+            Some(s) => s.tx.clone(),
+            None => return, // the client went away; nothing to deliver to
+        };
+        if tx
+            .try_send(Outbound {
+                topic: topic.into(),
+                payload,
+                qos,
+            })
+            .is_err()
+        {
+            tracing::warn!(session, "client is not reading; dropped a message for it");
+        }
+    }
+
+    /// Answers requests whose extension stayed silent past the deadline with `/error` 504.
+    pub fn expire_pending(&self, now: Instant) {
+        let expired: Vec<Pending> = {
+            let mut state = self.state();
+            let keys: Vec<String> = state
+                .pending
+                .iter()
+                .filter(|(_, p)| p.deadline <= now)
+                .map(|(k, _)| k.clone())
+                .collect();
+            keys.iter().filter_map(|k| state.pending.remove(k)).collect()
+        };
+        for p in expired.into_iter().filter(|p| p.has_request_id) {
+            let error = KpError::new(504, "the extension did not answer in time");
+            self.send(
+                p.session,
+                format!("{}/error", p.topic),
+                Bytes::from(error.to_json()),
+                p.qos,
+            );
+        }
+    }
+}
+
+/// Whether `{topic}/error` is a topic a client can receive: the request topic may be malformed
+/// for 1/KP yet still a fine MQTT topic name, and then the client deserves to hear why.
+fn can_answer(topic: &str) -> bool {
+    !topic.is_empty()
+        && topic.len() <= kaa_protocol::topic::MAX_TOPIC_LEN
+        && !topic.contains(['+', '#', '\0'])
+}
+
+/// `("status", payload)` for a 2xx ExtensionData, else `("error", 1/KP error JSON)`.
+fn reply_body(data: ExtensionData) -> (&'static str, Bytes) {
+    if (200..300).contains(&data.status_code) {
+        ("status", data.payload.map(Bytes::from).unwrap_or_default())
+    } else {
+        let code = u16::try_from(data.status_code).unwrap_or(500);
+        let reason = data
+            .reason_phrase
+            .unwrap_or_else(|| format!("the extension answered {code}"));
+        ("error", Bytes::from(KpError::new(code, reason).to_json()))
+    }
+}

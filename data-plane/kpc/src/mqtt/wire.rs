@@ -1,0 +1,292 @@
+//! MQTT 3.1.1 and 5 behind one small interface, so the session loop is written once.
+//! Decoding and encoding are rmqtt-codec's; this file only maps packets both ways.
+
+use std::num::NonZeroU16;
+
+use bytes::Bytes;
+use bytestring::ByteString;
+use rmqtt_codec::types::{Publish, QoS};
+use rmqtt_codec::version::ProtocolVersion;
+use rmqtt_codec::{MqttCodec, MqttPacket, v3, v5};
+
+/// What a client sent after CONNECT, version-independent.
+#[derive(Debug)]
+pub(crate) enum Incoming {
+    Publish(Box<Publish>),
+    PubAck,
+    PubRec(NonZeroU16),
+    PubRel(NonZeroU16),
+    PubComp,
+    Subscribe {
+        packet_id: NonZeroU16,
+        qos: Vec<QoS>,
+    },
+    Unsubscribe {
+        packet_id: NonZeroU16,
+        count: usize,
+    },
+    PingReq,
+    Disconnect,
+    /// A packet a client must not send to a server (CONNECT twice, CONNACK, ...).
+    Unexpected(&'static str),
+}
+
+/// The CONNECT fields the gateway uses.
+#[derive(Debug)]
+pub(crate) struct Connect {
+    pub client_id: ByteString,
+    pub clean_session: bool,
+    pub keep_alive: u16,
+}
+
+/// Why a CONNECT is refused; mapped to each version's CONNACK return/reason code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    ClientIdRejected,
+}
+
+/// Builds the packets a server sends, for the protocol version a client chose.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Wire(pub ProtocolVersion);
+
+impl Wire {
+    pub(crate) fn codec(self, max_packet_bytes: u32) -> MqttCodec {
+        match self.0 {
+            ProtocolVersion::MQTT3 => MqttCodec::V3(v3::Codec::new(max_packet_bytes)),
+            ProtocolVersion::MQTT5 => MqttCodec::V5(v5::Codec::new(max_packet_bytes, 0)),
+        }
+    }
+
+    pub(crate) fn connect(packet: MqttPacket) -> Option<Connect> {
+        match packet {
+            MqttPacket::V3(v3::Packet::Connect(c)) => Some(Connect {
+                client_id: c.client_id,
+                clean_session: c.clean_session,
+                keep_alive: c.keep_alive,
+            }),
+            MqttPacket::V5(v5::Packet::Connect(c)) => Some(Connect {
+                client_id: c.client_id,
+                clean_session: c.clean_start,
+                keep_alive: c.keep_alive,
+            }),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn incoming(packet: MqttPacket) -> Incoming {
+        use Incoming as I;
+        match packet {
+            MqttPacket::V3(p) => match p {
+                v3::Packet::Publish(p) => I::Publish(p),
+                v3::Packet::PublishAck { .. } => I::PubAck,
+                v3::Packet::PublishReceived { packet_id } => I::PubRec(packet_id),
+                v3::Packet::PublishRelease { packet_id } => I::PubRel(packet_id),
+                v3::Packet::PublishComplete { .. } => I::PubComp,
+                v3::Packet::Subscribe {
+                    packet_id,
+                    topic_filters,
+                } => I::Subscribe {
+                    packet_id,
+                    qos: topic_filters.into_iter().map(|(_, q)| q).collect(),
+                },
+                v3::Packet::Unsubscribe {
+                    packet_id,
+                    topic_filters,
+                } => I::Unsubscribe {
+                    packet_id,
+                    count: topic_filters.len(),
+                },
+                v3::Packet::PingRequest => I::PingReq,
+                v3::Packet::Disconnect => I::Disconnect,
+                other => I::Unexpected(packet_name(other.packet_type())),
+            },
+            MqttPacket::V5(p) => match p {
+                v5::Packet::Publish(p) => I::Publish(p),
+                v5::Packet::PublishAck(_) => I::PubAck,
+                v5::Packet::PublishReceived(ack) => I::PubRec(ack.packet_id),
+                v5::Packet::PublishRelease(ack) => I::PubRel(ack.packet_id),
+                v5::Packet::PublishComplete(_) => I::PubComp,
+                v5::Packet::Subscribe(s) => I::Subscribe {
+                    packet_id: s.packet_id,
+                    qos: s.topic_filters.into_iter().map(|(_, o)| o.qos).collect(),
+                },
+                v5::Packet::Unsubscribe(u) => I::Unsubscribe {
+                    packet_id: u.packet_id,
+                    count: u.topic_filters.len(),
+                },
+                v5::Packet::PingRequest => I::PingReq,
+                v5::Packet::Disconnect(_) => I::Disconnect,
+                other => I::Unexpected(packet_name(other.packet_type())),
+            },
+            MqttPacket::Version(_) => I::Unexpected("CONNECT"),
+        }
+    }
+
+    /// CONNACK accepting the client; `assigned_id` is set when the client sent an empty id (MQTT 5).
+    pub(crate) fn connack(self, assigned_id: Option<ByteString>, max_packet_bytes: u32) -> MqttPacket {
+        match self.0 {
+            ProtocolVersion::MQTT3 => MqttPacket::V3(v3::Packet::ConnectAck(v3::ConnectAck {
+                return_code: v3::ConnectAckReason::ConnectionAccepted,
+                session_present: false,
+            })),
+            ProtocolVersion::MQTT5 => MqttPacket::V5(v5::Packet::ConnectAck(Box::new(v5::ConnectAck {
+                assigned_client_id: assigned_id,
+                max_packet_size: Some(max_packet_bytes),
+                // KPC is not a broker: no retained messages, no fan-out between devices.
+                retain_available: false,
+                wildcard_subscription_available: false,
+                shared_subscription_available: false,
+                subscription_identifiers_available: false,
+                ..Default::default()
+            }))),
+        }
+    }
+
+    pub(crate) fn refuse(self, why: Refusal) -> MqttPacket {
+        match (self.0, why) {
+            (ProtocolVersion::MQTT3, Refusal::ClientIdRejected) => {
+                MqttPacket::V3(v3::Packet::ConnectAck(v3::ConnectAck {
+                    return_code: v3::ConnectAckReason::IdentifierRejected,
+                    session_present: false,
+                }))
+            }
+            (ProtocolVersion::MQTT5, Refusal::ClientIdRejected) => {
+                MqttPacket::V5(v5::Packet::ConnectAck(Box::new(v5::ConnectAck {
+                    reason_code: v5::ConnectAckReason::ClientIdentifierNotValid,
+                    ..Default::default()
+                })))
+            }
+        }
+    }
+
+    pub(crate) fn publish(
+        self,
+        topic: ByteString,
+        payload: Bytes,
+        qos: QoS,
+        packet_id: Option<NonZeroU16>,
+    ) -> MqttPacket {
+        let publish = Publish {
+            dup: false,
+            retain: false,
+            qos,
+            topic,
+            packet_id,
+            payload,
+            properties: match self.0 {
+                ProtocolVersion::MQTT3 => None,
+                ProtocolVersion::MQTT5 => Some(Default::default()),
+            },
+        };
+        match self.0 {
+            ProtocolVersion::MQTT3 => MqttPacket::V3(v3::Packet::Publish(Box::new(publish))),
+            ProtocolVersion::MQTT5 => MqttPacket::V5(v5::Packet::Publish(Box::new(publish))),
+        }
+    }
+
+    pub(crate) fn puback(self, packet_id: NonZeroU16) -> MqttPacket {
+        match self.0 {
+            ProtocolVersion::MQTT3 => MqttPacket::V3(v3::Packet::PublishAck { packet_id }),
+            ProtocolVersion::MQTT5 => MqttPacket::V5(v5::Packet::PublishAck(v5::PublishAck {
+                packet_id,
+                ..Default::default()
+            })),
+        }
+    }
+
+    pub(crate) fn pubrec(self, packet_id: NonZeroU16) -> MqttPacket {
+        match self.0 {
+            ProtocolVersion::MQTT3 => MqttPacket::V3(v3::Packet::PublishReceived { packet_id }),
+            ProtocolVersion::MQTT5 => MqttPacket::V5(v5::Packet::PublishReceived(v5::PublishAck {
+                packet_id,
+                ..Default::default()
+            })),
+        }
+    }
+
+    pub(crate) fn pubrel(self, packet_id: NonZeroU16) -> MqttPacket {
+        match self.0 {
+            ProtocolVersion::MQTT3 => MqttPacket::V3(v3::Packet::PublishRelease { packet_id }),
+            ProtocolVersion::MQTT5 => MqttPacket::V5(v5::Packet::PublishRelease(v5::PublishAck2 {
+                packet_id,
+                ..Default::default()
+            })),
+        }
+    }
+
+    pub(crate) fn pubcomp(self, packet_id: NonZeroU16) -> MqttPacket {
+        match self.0 {
+            ProtocolVersion::MQTT3 => MqttPacket::V3(v3::Packet::PublishComplete { packet_id }),
+            ProtocolVersion::MQTT5 => MqttPacket::V5(v5::Packet::PublishComplete(v5::PublishAck2 {
+                packet_id,
+                ..Default::default()
+            })),
+        }
+    }
+
+    /// Subscriptions are accepted (tools subscribe before listening) but never needed:
+    /// the gateway delivers replies and pushes to the session whether or not it subscribed.
+    pub(crate) fn suback(self, packet_id: NonZeroU16, qos: &[QoS]) -> MqttPacket {
+        match self.0 {
+            ProtocolVersion::MQTT3 => MqttPacket::V3(v3::Packet::SubscribeAck {
+                packet_id,
+                status: qos.iter().map(|q| v3::SubscribeReturnCode::Success(*q)).collect(),
+            }),
+            ProtocolVersion::MQTT5 => MqttPacket::V5(v5::Packet::SubscribeAck(v5::SubscribeAck {
+                packet_id,
+                properties: Default::default(),
+                reason_string: None,
+                status: qos
+                    .iter()
+                    .map(|q| match q {
+                        QoS::AtMostOnce => v5::SubscribeAckReason::GrantedQos0,
+                        QoS::AtLeastOnce => v5::SubscribeAckReason::GrantedQos1,
+                        QoS::ExactlyOnce => v5::SubscribeAckReason::GrantedQos2,
+                    })
+                    .collect(),
+            })),
+        }
+    }
+
+    pub(crate) fn unsuback(self, packet_id: NonZeroU16, count: usize) -> MqttPacket {
+        match self.0 {
+            ProtocolVersion::MQTT3 => MqttPacket::V3(v3::Packet::UnsubscribeAck { packet_id }),
+            ProtocolVersion::MQTT5 => MqttPacket::V5(v5::Packet::UnsubscribeAck(v5::UnsubscribeAck {
+                packet_id,
+                properties: Default::default(),
+                reason_string: None,
+                status: vec![v5::UnsubscribeAckReason::Success; count],
+            })),
+        }
+    }
+
+    pub(crate) fn pingresp(self) -> MqttPacket {
+        match self.0 {
+            ProtocolVersion::MQTT3 => MqttPacket::V3(v3::Packet::PingResponse),
+            ProtocolVersion::MQTT5 => MqttPacket::V5(v5::Packet::PingResponse),
+        }
+    }
+
+    /// A server-side DISCONNECT: MQTT 5 only; MQTT 3.1.1 clients just see the socket close.
+    pub(crate) fn disconnect(self, reason: v5::DisconnectReasonCode) -> Option<MqttPacket> {
+        match self.0 {
+            ProtocolVersion::MQTT3 => None,
+            ProtocolVersion::MQTT5 => Some(MqttPacket::V5(v5::Packet::Disconnect(v5::Disconnect {
+                reason_code: reason,
+                ..Default::default()
+            }))),
+        }
+    }
+}
+
+fn packet_name(packet_type: u8) -> &'static str {
+    match packet_type >> 4 {
+        1 => "CONNECT",
+        2 => "CONNACK",
+        9 => "SUBACK",
+        11 => "UNSUBACK",
+        13 => "PINGRESP",
+        15 => "AUTH",
+        _ => "a server-only packet",
+    }
+}

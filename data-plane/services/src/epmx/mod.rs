@@ -1,0 +1,303 @@
+//! EPMX, the endpoint metadata extension: 10/EPMP for devices, backed by EPR via 19/EPMMP.
+//!
+//! # Layout
+//! - this file: [`Config`], [`serve`] (subscription on `kaa.v1.service.{instance}.esp.ClientData`,
+//!   queue group = instance) and [`handle`] (one ClientData -> one ExtensionData).
+//! - [`request`]: resource path + payload -> validated [`request::Request`] (RFC 0010 schemas).
+//! - [`epr_client`]: the 19/EPMMP calls to EPR, with timeouts.
+//!
+//! Flow per message (each in its own task, bounded by `max_in_flight`): decode ClientData ->
+//! validate -> one or two EPMMP requests -> ExtensionData on the ClientData's `replyTo`, echoing
+//! appVersionName, endpointId, resourcePath, requestId and correlationId.
+//!
+//! Mapping onto 19/EPMMP (EPMX holds no state of its own):
+//! - `/get/keys` -> keys-get; `/get` -> get with `include` = the requested keys;
+//! - `/update/keys` -> patch with one `add` per key (add replaces an existing member);
+//! - `/update` -> get, then a patch adding every given key and removing every other key,
+//!   conditional on the eTag just read; retried when another writer got in between;
+//! - `/delete/keys` -> get of those keys, then a conditional patch removing the ones present
+//!   (deleting an absent key is not an error: the end state is what the device asked for).
+
+use std::time::Duration;
+
+use kaa_bus::{Bus, BusError, Message};
+use kaa_protocol::{
+    avro::AvroRecord,
+    esp::{ClientData, ExtensionData},
+    now_millis, subject,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::worker;
+
+pub mod epr_client;
+pub mod request;
+
+use epr_client::{EprClient, Failure};
+use request::Request;
+
+/// How often a conditional write (`/update`, `/delete/keys`) is retried after losing a race.
+const CONDITIONAL_RETRIES: usize = 3;
+
+/// EPMX configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Extension instance name (topic level 3, subject `{instance}`, queue group).
+    pub instance: String,
+    /// Instance name of the EPR that owns the metadata.
+    pub epr_instance: String,
+    /// How long to wait for each 19/EPMMP answer from EPR.
+    pub request_timeout_ms: u64,
+    /// Device requests handled concurrently by one replica.
+    pub max_in_flight: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            instance: "epmx".to_owned(),
+            epr_instance: "epr".to_owned(),
+            request_timeout_ms: 5_000,
+            max_in_flight: 256,
+        }
+    }
+}
+
+/// Why [`serve`] could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("invalid EPMX config: {0}")]
+    Config(String),
+    #[error("cannot subscribe to {subject}: {source}")]
+    Subscribe {
+        subject: String,
+        #[source]
+        source: BusError,
+    },
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), ServeError> {
+        if !subject::is_valid_token(&self.instance) {
+            return Err(ServeError::Config(
+                "instance must be a non-empty NATS subject token".into(),
+            ));
+        }
+        if !subject::is_valid_token(&self.epr_instance) {
+            return Err(ServeError::Config(
+                "epr_instance must be a non-empty NATS subject token".into(),
+            ));
+        }
+        if self.request_timeout_ms == 0 {
+            return Err(ServeError::Config(
+                "request_timeout_ms must be greater than 0".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Runs EPMX until `shutdown` is cancelled (then waits for requests in flight).
+///
+/// Returns early only if the config is invalid or the subscription cannot be made.
+pub async fn serve(bus: Bus, config: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
+    config.validate()?;
+    let subject = subject::esp_client_data(&config.instance);
+    let sub = bus
+        .subscribe(&subject, Some(&config.instance))
+        .await
+        .map_err(|source| ServeError::Subscribe {
+            subject: subject.clone(),
+            source,
+        })?;
+    tracing::info!(instance = %config.instance, epr = %config.epr_instance, "EPMX ready");
+    let epr = EprClient::new(
+        bus.clone(),
+        config.epr_instance.clone(),
+        Duration::from_millis(config.request_timeout_ms),
+    );
+    let instance = config.instance.clone();
+    worker::run(
+        "epmx.esp.ClientData",
+        sub,
+        config.max_in_flight,
+        &shutdown,
+        move |msg: Message| {
+            let bus = bus.clone();
+            let epr = epr.clone();
+            let instance = instance.clone();
+            async move {
+                let data = match ClientData::from_avro(&msg.payload) {
+                    Ok(data) => data,
+                    Err(e) => {
+                        // Without a decodable ClientData there is nothing to route a reply by.
+                        tracing::warn!(subject = %msg.subject, error = %e, "undecodable ClientData dropped");
+                        return;
+                    }
+                };
+                let reply = handle(&epr, &instance, data).await;
+                worker::reply(&bus, &msg, reply.to_avro()).await;
+            }
+        },
+    )
+    .await;
+    Ok(())
+}
+
+/// Answers one 10/EPMP request.
+pub async fn handle(epr: &EprClient, instance: &str, data: ClientData) -> ExtensionData {
+    let outcome = match &data.endpoint_id {
+        None => Err(Failure::new(
+            400,
+            "10/EPMP is endpoint-aware: the request carries no endpoint (token)",
+        )),
+        Some(endpoint_id) => match request::parse(&data.resource_path, &data.payload) {
+            Err(e) => Err(Failure::new(e.status_code(), e.to_string())),
+            Ok(req) => execute(epr, &data.correlation_id, endpoint_id, req).await,
+        },
+    };
+    if let Err(f) = &outcome {
+        tracing::debug!(
+            correlation_id = %data.correlation_id,
+            path = %data.resource_path,
+            status = f.status_code,
+            reason = %f.reason,
+            "EPMP request failed"
+        );
+    }
+    let (status_code, payload, reason_phrase) = match outcome {
+        Ok(payload) => (200, payload, None),
+        Err(f) => (f.status_code, None, Some(f.reason)),
+    };
+    ExtensionData {
+        correlation_id: data.correlation_id,
+        timestamp: now_millis(),
+        timeout: 0,
+        app_version_name: Some(data.app_version_name),
+        extension_instance_name: Some(instance.to_owned()),
+        endpoint_id: data.endpoint_id,
+        resource_path: data.resource_path,
+        request_id: data.request_id,
+        payload,
+        status_code,
+        reason_phrase,
+    }
+}
+
+/// Runs a validated request against EPR; `Some(bytes)` is the response payload.
+async fn execute(
+    epr: &EprClient,
+    cid: &str,
+    endpoint_id: &str,
+    req: Request,
+) -> Result<Option<Vec<u8>>, Failure> {
+    match req {
+        Request::GetKeys => {
+            let keys = epr.keys(cid, endpoint_id).await?;
+            Ok(Some(Value::from(keys).to_string().into_bytes()))
+        }
+        Request::Get(keys) => {
+            let body = match keys {
+                // EPMMP's empty `include` means "all", so "none of them" is asked as an existence check.
+                Some(keys) if keys.is_empty() => {
+                    epr.keys(cid, endpoint_id).await?;
+                    serde_json::Map::new()
+                }
+                Some(keys) => epr.get(cid, endpoint_id, &keys).await?.body,
+                None => epr.get(cid, endpoint_id, &[]).await?.body,
+            };
+            Ok(Some(Value::Object(body).to_string().into_bytes()))
+        }
+        Request::UpdateKeys(values) => {
+            let ops = values
+                .into_iter()
+                .map(|(k, v)| json!({"op": "add", "path": pointer(&k), "value": v}))
+                .collect();
+            epr.patch(cid, endpoint_id, None, ops).await?;
+            Ok(None)
+        }
+        Request::Update(values) => {
+            conditional(epr, cid, endpoint_id, &[], |current| {
+                let removals = current
+                    .keys()
+                    .filter(|k| !values.contains_key(*k))
+                    .map(|k| json!({"op": "remove", "path": pointer(k)}));
+                let adds = values
+                    .iter()
+                    .map(|(k, v)| json!({"op": "add", "path": pointer(k), "value": v}));
+                removals.chain(adds).collect()
+            })
+            .await?;
+            Ok(None)
+        }
+        Request::DeleteKeys(keys) => {
+            conditional(epr, cid, endpoint_id, &keys, |current| {
+                current
+                    .keys()
+                    .map(|k| json!({"op": "remove", "path": pointer(k)}))
+                    .collect()
+            })
+            .await?;
+            Ok(None)
+        }
+    }
+}
+
+/// Read (the `include` keys), compute a patch from what is there, write it conditional on the
+/// eTag read; start over when EPR reports the eTag stale (412).
+async fn conditional(
+    epr: &EprClient,
+    cid: &str,
+    endpoint_id: &str,
+    include: &[String],
+    ops_for: impl Fn(&serde_json::Map<String, Value>) -> Vec<Value>,
+) -> Result<(), Failure> {
+    for _ in 0..CONDITIONAL_RETRIES {
+        let snapshot = epr.get(cid, endpoint_id, include).await?;
+        let ops = ops_for(&snapshot.body);
+        if ops.is_empty() {
+            return Ok(());
+        }
+        match epr.patch(cid, endpoint_id, snapshot.e_tag, ops).await {
+            Err(f) if f.status_code == 412 => continue,
+            other => return other,
+        }
+    }
+    Err(Failure::new(
+        409,
+        "metadata kept changing concurrently; try again",
+    ))
+}
+
+/// JSON Pointer to a top-level key. Valid keys (`^[a-zA-Z0-9_]+$`) need no `~` escaping.
+fn pointer(key: &str) -> String {
+    format!("/{key}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_and_rejects_unknown_fields() {
+        let cfg: Config = serde_json::from_str(r#"{"request_timeout_ms": 250}"#).unwrap();
+        assert_eq!(cfg.instance, "epmx");
+        assert_eq!(cfg.epr_instance, "epr");
+        assert_eq!(cfg.request_timeout_ms, 250);
+        cfg.validate().unwrap();
+        assert!(serde_json::from_str::<Config>(r#"{"timeout": 1}"#).is_err());
+        let zero = Config {
+            request_timeout_ms: 0,
+            ..Config::default()
+        };
+        assert!(zero.validate().is_err());
+        let bad = Config {
+            epr_instance: "a.b".into(),
+            ..Config::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+}

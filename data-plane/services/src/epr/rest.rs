@@ -1,0 +1,553 @@
+//! EPR REST API, Kaa's paths under `/epr/api/v1`.
+//!
+//! | Method | Path | Success |
+//! |---|---|---|
+//! | POST | `/endpoints` | 201 `{"endpointId","appVersion":{"name"},"endpointToken"?}` + `Location` |
+//! | GET | `/endpoints?applicationName&applicationVersionName&offset&limit&include=metadata` | 200 `{"content":[endpoint..],"offset","limit","totalElements"}` |
+//! | GET / DELETE | `/endpoints/{id}` (`?include=metadata` on GET) | 200 endpoint / 204 |
+//! | GET / PUT / PATCH | `/endpoints/{id}/metadata` (`?include=k1,k2` on GET) | 200 metadata object + `ETag` |
+//! | GET / PUT / DELETE | `/endpoints/{id}/metadata/{key}` | 200 value + `ETag` / 204 |
+//! | GET | `/endpoints/{id}/metadata-keys` | 200 array of keys |
+//!
+//! An endpoint is `{"endpointId","appVersion":{"name"},"applicationName"?,"createdAt"(ms),
+//! "metadata"?}`. Metadata writes accept `If-Match` with the `ETag` of a previous read (412 on a
+//! mismatch). PATCH takes an RFC 6902 JSON Patch with `Content-Type: application/json-patch+json`.
+//! Bodies are parsed here rather than with axum's `Json` extractor so that every failure, bad
+//! JSON included, comes back in the one [`AppError`] JSON shape.
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{Path, Query, State, rejection::QueryRejection},
+    http::{
+        HeaderMap, HeaderValue, StatusCode,
+        header::{CONTENT_TYPE, ETAG, IF_MATCH, LOCATION},
+    },
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use kaa_store::{Endpoint, ListFilter, Metadata, NewEndpoint, is_valid_metadata_key};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::{Map, Value};
+
+use super::{AppError, EprState};
+
+/// Path prefix of every EPR route.
+pub const PREFIX: &str = "/epr/api/v1";
+/// Page size when the caller gives no `limit`.
+const DEFAULT_LIMIT: u64 = 100;
+/// Largest page served; larger `limit`s are clamped (the response echoes the effective limit).
+const MAX_LIMIT: u64 = 1000;
+/// Longest endpoint token accepted (it travels in every MQTT topic, which 1/KP caps at 1024).
+const MAX_TOKEN_LEN: usize = 512;
+
+/// The EPR REST routes (absolute paths under [`PREFIX`]), ready to merge into the binary's app.
+pub fn router(state: EprState) -> Router {
+    Router::new()
+        .route("/epr/api/v1/endpoints", post(register).get(list))
+        .route(
+            "/epr/api/v1/endpoints/{id}",
+            get(get_endpoint).delete(delete_endpoint),
+        )
+        .route(
+            "/epr/api/v1/endpoints/{id}/metadata",
+            get(get_metadata).put(put_metadata).patch(patch_metadata),
+        )
+        .route(
+            "/epr/api/v1/endpoints/{id}/metadata/{key}",
+            get(get_metadata_key)
+                .put(put_metadata_key)
+                .delete(delete_metadata_key),
+        )
+        .route("/epr/api/v1/endpoints/{id}/metadata-keys", get(metadata_keys))
+        .with_state(state)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppVersionRef {
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RegisterRequest {
+    app_version: AppVersionRef,
+    endpoint_token: Option<String>,
+    endpoint_id: Option<String>,
+    metadata: Option<Map<String, Value>>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Registered {
+    endpoint_id: String,
+    app_version: AppVersionRef,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endpoint_token: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EndpointJson {
+    endpoint_id: String,
+    app_version: AppVersionRef,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    application_name: Option<String>,
+    created_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<Map<String, Value>>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Page {
+    content: Vec<EndpointJson>,
+    offset: u64,
+    limit: u64,
+    total_elements: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ListQuery {
+    application_name: Option<String>,
+    application_version_name: Option<String>,
+    offset: Option<u64>,
+    limit: Option<u64>,
+    include: Option<String>,
+    /// Sent by Kaa's REST client on every call; kaa-rs is single-tenant, so it is accepted and ignored.
+    #[serde(rename = "tenantId")]
+    _tenant_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct EndpointQuery {
+    include: Option<String>,
+    #[serde(rename = "tenantId")]
+    _tenant_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetadataQuery {
+    /// Comma-separated keys to return; absent = all.
+    include: Option<String>,
+}
+
+async fn register(
+    State(state): State<EprState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    let req: RegisterRequest = parse_json(&headers, &body, Media::Json)?;
+    let app_version = req.app_version.name;
+    if state.config().application_of(&app_version).is_none() {
+        return Err(AppError::BadRequest(format!(
+            "application version {app_version:?} is not configured in EPR; known versions: {}",
+            known_versions(&state)
+        )));
+    }
+    if let Some(token) = &req.endpoint_token {
+        check_token(token)?;
+    }
+    if let Some(id) = &req.endpoint_id
+        && uuid::Uuid::parse_str(id).is_err()
+    {
+        return Err(AppError::BadRequest(format!("endpointId {id:?} is not a UUID")));
+    }
+    let endpoint = state
+        .store()
+        .register(NewEndpoint {
+            id: req.endpoint_id,
+            app_version: app_version.clone(),
+            token: req.endpoint_token.clone(),
+            metadata: req.metadata,
+        })
+        .await?;
+    let location = HeaderValue::try_from(format!("{PREFIX}/endpoints/{}", endpoint.id))
+        .map_err(|_| AppError::BadRequest("endpointId is not usable in a URL".to_owned()))?;
+    let body = Registered {
+        endpoint_id: endpoint.id,
+        app_version: AppVersionRef { name: app_version },
+        endpoint_token: req.endpoint_token,
+    };
+    Ok((StatusCode::CREATED, [(LOCATION, location)], Json(body)).into_response())
+}
+
+async fn list(
+    State(state): State<EprState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Page>, AppError> {
+    let Query(q) = query.map_err(|e| AppError::BadRequest(e.body_text()))?;
+    let with_metadata = includes_metadata(q.include.as_deref())?;
+    let offset = q.offset.unwrap_or(0);
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
+
+    // An application is the set of its configured versions; intersect with the version filter.
+    let app_versions = match (&q.application_name, q.application_version_name) {
+        (None, None) => None,
+        (None, Some(version)) => Some(vec![version]),
+        (Some(app), version) => {
+            let versions = state.config().versions_of(app).unwrap_or_default();
+            Some(match version {
+                Some(v) => versions.iter().filter(|x| **x == v).cloned().collect(),
+                None => versions.to_vec(),
+            })
+        }
+    };
+    let page = state
+        .store()
+        .list_endpoints(&ListFilter {
+            app_versions,
+            offset,
+            limit,
+        })
+        .await?;
+    let mut content = Vec::with_capacity(page.items.len());
+    for endpoint in page.items {
+        content.push(endpoint_json(&state, endpoint, with_metadata).await?);
+    }
+    Ok(Json(Page {
+        content,
+        offset,
+        limit,
+        total_elements: page.total,
+    }))
+}
+
+async fn get_endpoint(
+    State(state): State<EprState>,
+    Path(id): Path<String>,
+    query: Result<Query<EndpointQuery>, QueryRejection>,
+) -> Result<Json<EndpointJson>, AppError> {
+    let Query(q) = query.map_err(|e| AppError::BadRequest(e.body_text()))?;
+    let with_metadata = includes_metadata(q.include.as_deref())?;
+    let endpoint = state.store().endpoint(&id).await?;
+    Ok(Json(endpoint_json(&state, endpoint, with_metadata).await?))
+}
+
+async fn delete_endpoint(
+    State(state): State<EprState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AppError> {
+    state.store().delete_endpoint(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn get_metadata(
+    State(state): State<EprState>,
+    Path(id): Path<String>,
+    query: Result<Query<MetadataQuery>, QueryRejection>,
+) -> Result<Response, AppError> {
+    let Query(q) = query.map_err(|e| AppError::BadRequest(e.body_text()))?;
+    let mut md = state.store().metadata(&id).await?;
+    if let Some(include) = q.include {
+        let wanted: Vec<&str> = include
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .collect();
+        md.body.retain(|k, _| wanted.contains(&k.as_str()));
+    }
+    Ok(metadata_response(md))
+}
+
+async fn put_metadata(
+    State(state): State<EprState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    let expected = if_match(&headers)?;
+    let body: Map<String, Value> = parse_json(&headers, &body, Media::Json)?;
+    let update = state.store().replace_metadata(&id, body, expected).await?;
+    Ok(metadata_response(update.current))
+}
+
+async fn patch_metadata(
+    State(state): State<EprState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    let expected = if_match(&headers)?;
+    let patch: json_patch::Patch = parse_json(&headers, &body, Media::JsonPatch)?;
+    let update = state.store().patch_metadata(&id, &patch, expected).await?;
+    Ok(metadata_response(update.current))
+}
+
+async fn get_metadata_key(
+    State(state): State<EprState>,
+    Path((id, key)): Path<(String, String)>,
+) -> Result<Response, AppError> {
+    check_key(&key)?;
+    let mut md = state.store().metadata(&id).await?;
+    let value = md
+        .body
+        .remove(&key)
+        .ok_or_else(|| AppError::NotFound(format!("metadata key {key} not found")))?;
+    Ok(value_response(value, md.version))
+}
+
+async fn put_metadata_key(
+    State(state): State<EprState>,
+    Path((id, key)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    check_key(&key)?;
+    let expected = if_match(&headers)?;
+    let value: Value = parse_json(&headers, &body, Media::Json)?;
+    let update = state
+        .store()
+        .set_metadata_key(&id, &key, value.clone(), expected)
+        .await?;
+    Ok(value_response(value, update.current.version))
+}
+
+async fn delete_metadata_key(
+    State(state): State<EprState>,
+    Path((id, key)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    check_key(&key)?;
+    let expected = if_match(&headers)?;
+    let update = state.store().delete_metadata_key(&id, &key, expected).await?;
+    Ok((StatusCode::NO_CONTENT, [(ETAG, etag(update.current.version))]).into_response())
+}
+
+async fn metadata_keys(
+    State(state): State<EprState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<String>>, AppError> {
+    Ok(Json(state.store().metadata_keys(&id).await?))
+}
+
+async fn endpoint_json(
+    state: &EprState,
+    endpoint: Endpoint,
+    with_metadata: bool,
+) -> Result<EndpointJson, AppError> {
+    let metadata = match with_metadata {
+        true => Some(state.store().metadata(&endpoint.id).await?.body),
+        false => None,
+    };
+    Ok(EndpointJson {
+        application_name: state
+            .config()
+            .application_of(&endpoint.app_version)
+            .map(str::to_owned),
+        endpoint_id: endpoint.id,
+        app_version: AppVersionRef {
+            name: endpoint.app_version,
+        },
+        created_at: endpoint.created_at,
+        metadata,
+    })
+}
+
+fn metadata_response(md: Metadata) -> Response {
+    (StatusCode::OK, [(ETAG, etag(md.version))], Json(md.body)).into_response()
+}
+
+fn value_response(value: Value, version: i64) -> Response {
+    (StatusCode::OK, [(ETAG, etag(version))], Json(value)).into_response()
+}
+
+/// Strong ETag of a metadata version: `"7"`.
+fn etag(version: i64) -> HeaderValue {
+    // A quoted decimal is always a valid header value.
+    HeaderValue::try_from(format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
+}
+
+/// The metadata version an `If-Match` header pins; `None` when absent or `*`.
+fn if_match(headers: &HeaderMap) -> Result<Option<i64>, AppError> {
+    let Some(raw) = headers.get(IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = raw
+        .to_str()
+        .map_err(|_| AppError::BadRequest("If-Match is not a visible ASCII string".to_owned()))?
+        .trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    if text.contains(',') {
+        return Err(AppError::BadRequest(
+            "If-Match with several ETags is not supported".to_owned(),
+        ));
+    }
+    // Weak comparison is fine for a version counter: W/"3" and "3" name the same state.
+    let tag = text.strip_prefix("W/").unwrap_or(text);
+    let tag = tag
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(tag);
+    tag.parse::<i64>().map(Some).map_err(|_| {
+        AppError::PreconditionFailed(format!("If-Match {text} does not match the metadata ETag"))
+    })
+}
+
+fn includes_metadata(include: Option<&str>) -> Result<bool, AppError> {
+    let mut metadata = false;
+    for part in include
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        match part {
+            "metadata" => metadata = true,
+            other => {
+                return Err(AppError::BadRequest(format!(
+                    "include={other} is not supported; the only value is \"metadata\""
+                )));
+            }
+        }
+    }
+    Ok(metadata)
+}
+
+fn check_key(key: &str) -> Result<(), AppError> {
+    match is_valid_metadata_key(key) {
+        true => Ok(()),
+        false => Err(AppError::BadRequest(format!(
+            "metadata key {key:?} does not match ^[a-zA-Z0-9_]+$"
+        ))),
+    }
+}
+
+fn check_token(token: &str) -> Result<(), AppError> {
+    let usable = !token.is_empty()
+        && token.len() <= MAX_TOKEN_LEN
+        && !token.contains(['/', '+', '#'])
+        && !token.chars().any(char::is_control);
+    match usable {
+        true => Ok(()),
+        false => Err(AppError::BadRequest(format!(
+            "endpointToken must be 1..={MAX_TOKEN_LEN} bytes usable as one MQTT topic level \
+             (no '/', '+', '#' or control characters)"
+        ))),
+    }
+}
+
+fn known_versions(state: &EprState) -> String {
+    let all: Vec<&str> = state
+        .config()
+        .applications
+        .iter()
+        .flat_map(|a| a.versions.iter().map(String::as_str))
+        .collect();
+    match all.is_empty() {
+        true => "none (add applications to the EPR config)".to_owned(),
+        false => all.join(", "),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Media {
+    /// `application/json` or any `+json` type; a missing Content-Type is accepted.
+    Json,
+    /// Exactly `application/json-patch+json` (RFC 6902), so a merge patch is never misread.
+    JsonPatch,
+}
+
+fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8], media: Media) -> Result<T, AppError> {
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    let accepted = match (media, content_type.as_deref()) {
+        (Media::Json, None) => true,
+        (Media::Json, Some(ct)) => {
+            ct == "application/json" || (ct.starts_with("application/") && ct.ends_with("+json"))
+        }
+        (Media::JsonPatch, ct) => ct == Some("application/json-patch+json"),
+    };
+    if !accepted {
+        let wanted = match media {
+            Media::Json => "application/json",
+            Media::JsonPatch => "application/json-patch+json (an RFC 6902 JSON Patch)",
+        };
+        return Err(AppError::UnsupportedMediaType(format!(
+            "Content-Type {} is not supported here; send {wanted}",
+            content_type.as_deref().unwrap_or("(none)")
+        )));
+    }
+    serde_json::from_slice(body).map_err(|e| AppError::BadRequest(format!("invalid request body: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn if_match_forms() {
+        assert_eq!(if_match(&headers(&[])).unwrap(), None);
+        assert_eq!(if_match(&headers(&[("if-match", "*")])).unwrap(), None);
+        assert_eq!(if_match(&headers(&[("if-match", "\"3\"")])).unwrap(), Some(3));
+        assert_eq!(if_match(&headers(&[("if-match", "W/\"4\"")])).unwrap(), Some(4));
+        assert_eq!(if_match(&headers(&[("if-match", "5")])).unwrap(), Some(5));
+        assert!(matches!(
+            if_match(&headers(&[("if-match", "\"abc\"")])),
+            Err(AppError::PreconditionFailed(_))
+        ));
+        assert!(matches!(
+            if_match(&headers(&[("if-match", "\"1\", \"2\"")])),
+            Err(AppError::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn content_types() {
+        let ok: Value = parse_json(
+            &headers(&[("content-type", "application/json; charset=utf-8")]),
+            b"1",
+            Media::Json,
+        )
+        .unwrap();
+        assert_eq!(ok, Value::from(1));
+        parse_json::<Value>(&headers(&[]), b"1", Media::Json).unwrap();
+        parse_json::<Value>(
+            &headers(&[("content-type", "application/merge-patch+json")]),
+            b"{}",
+            Media::Json,
+        )
+        .unwrap();
+        assert!(matches!(
+            parse_json::<Value>(&headers(&[("content-type", "text/plain")]), b"1", Media::Json),
+            Err(AppError::UnsupportedMediaType(_))
+        ));
+        assert!(matches!(
+            parse_json::<Value>(
+                &headers(&[("content-type", "application/json")]),
+                b"[]",
+                Media::JsonPatch
+            ),
+            Err(AppError::UnsupportedMediaType(_))
+        ));
+        assert!(matches!(
+            parse_json::<Value>(&headers(&[]), b"{nope", Media::Json),
+            Err(AppError::BadRequest(m)) if m.contains("invalid request body")
+        ));
+    }
+
+    #[test]
+    fn token_rules() {
+        check_token("abc-123_X").unwrap();
+        for bad in ["", "a/b", "a+b", "a#b", "a\nb"] {
+            assert!(check_token(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_token(&"x".repeat(MAX_TOKEN_LEN + 1)).is_err());
+    }
+}

@@ -1,0 +1,834 @@
+//! EPR repository: endpoints, endpoint tokens and endpoint metadata.
+//!
+//! Owned by the EPR service. An endpoint has an id (UUID text), the application version it
+//! belongs to and a creation time; any number of tokens identify it (a token maps to exactly
+//! one endpoint); its metadata is one JSON object with a version counter that grows by one on
+//! every write and serves as the ETag for conditional writes.
+//!
+//! Metadata writes are optimistic: read the object and its version, compute the new object,
+//! then `UPDATE ... WHERE version = <read version>`. A lost race is retried (or reported as a
+//! version mismatch when the caller pinned a version with If-Match). This needs no row locks,
+//! so it behaves the same on SQLite and PostgreSQL.
+//!
+//! Parameters are written `$1, $2, ...`, which both SQLite and PostgreSQL accept.
+
+use json_patch::Patch;
+use serde_json::{Map, Value};
+use sqlx::{QueryBuilder, Row, Sqlite, sqlite::SqliteRow};
+
+use crate::{Store, now_millis};
+
+/// How often a metadata write is retried after losing a race to a concurrent writer.
+const WRITE_RETRIES: usize = 16;
+
+/// Errors of the EPR repository.
+#[derive(Debug, thiserror::Error)]
+pub enum EprError {
+    #[error("endpoint {0} not found")]
+    EndpointNotFound(String),
+    #[error("endpoint token is already registered to an endpoint")]
+    DuplicateToken,
+    #[error("endpoint {0} already exists")]
+    DuplicateEndpoint(String),
+    #[error("metadata key {0} not found")]
+    KeyNotFound(String),
+    #[error("metadata version is {current}, not the expected {expected}")]
+    VersionMismatch { expected: i64, current: i64 },
+    #[error("invalid metadata: {0}")]
+    InvalidMetadata(String),
+    #[error("cannot apply JSON patch: {0}")]
+    Patch(#[from] json_patch::PatchError),
+    #[error("metadata of endpoint {0} changed too often concurrently; try again")]
+    Contended(String),
+    #[error("stored metadata of endpoint {endpoint_id} is not a JSON object: {reason}")]
+    Corrupt { endpoint_id: String, reason: String },
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// A registration request.
+#[derive(Debug, Clone, Default)]
+pub struct NewEndpoint {
+    /// Caller-chosen endpoint id; `None` = a new random UUID.
+    pub id: Option<String>,
+    pub app_version: String,
+    /// Token to bind to the new endpoint, if any.
+    pub token: Option<String>,
+    /// Initial metadata; `None` = empty object.
+    pub metadata: Option<Map<String, Value>>,
+}
+
+/// A registered endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub id: String,
+    pub app_version: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+}
+
+/// What a token resolves to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    /// Stable, non-secret handle of the token (revocation events carry it instead of the token).
+    pub token_id: String,
+    pub endpoint_id: String,
+    pub app_version: String,
+}
+
+/// An endpoint's metadata object at one version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metadata {
+    pub endpoint_id: String,
+    pub app_version: String,
+    pub body: Map<String, Value>,
+    /// Grows by one on every write; the ETag of this state.
+    pub version: i64,
+}
+
+/// Result of a metadata write: the object before and after (for change events).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetadataUpdate {
+    pub previous: Map<String, Value>,
+    pub current: Metadata,
+}
+
+/// Which endpoints to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    /// Only endpoints of these application versions; `None` = any (an empty list matches nothing).
+    pub app_versions: Option<Vec<String>>,
+    pub offset: u64,
+    pub limit: u64,
+}
+
+/// One page of endpoints, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointPage {
+    pub items: Vec<Endpoint>,
+    /// Number of endpoints matching the filter, across all pages.
+    pub total: u64,
+}
+
+/// Whether `key` is a valid metadata key (10/EPMP: `^[a-zA-Z0-9_]+$`).
+pub fn is_valid_metadata_key(key: &str) -> bool {
+    !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+fn check_keys(body: &Map<String, Value>) -> Result<(), EprError> {
+    match body.keys().find(|k| !is_valid_metadata_key(k)) {
+        Some(bad) => Err(EprError::InvalidMetadata(format!(
+            "key {bad:?} does not match ^[a-zA-Z0-9_]+$"
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+fn endpoint_from_row(row: &SqliteRow) -> Result<Endpoint, sqlx::Error> {
+    Ok(Endpoint {
+        id: row.try_get("id")?,
+        app_version: row.try_get("app_version")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn clamp_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl Store {
+    /// Registers an endpoint (with its optional token and initial metadata) in one transaction.
+    pub async fn register(&self, new: NewEndpoint) -> Result<Endpoint, EprError> {
+        let metadata = new.metadata.unwrap_or_default();
+        check_keys(&metadata)?;
+        let endpoint = Endpoint {
+            id: new.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            app_version: new.app_version,
+            created_at: now_millis(),
+        };
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO epr_endpoints (id, app_version, created_at) VALUES ($1, $2, $3)")
+            .bind(&endpoint.id)
+            .bind(&endpoint.app_version)
+            .bind(endpoint.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| match is_unique_violation(&e) {
+                true => EprError::DuplicateEndpoint(endpoint.id.clone()),
+                false => e.into(),
+            })?;
+        if let Some(token) = &new.token {
+            insert_token(&mut tx, &endpoint.id, token).await?;
+        }
+        sqlx::query("INSERT INTO epr_metadata (endpoint_id, body, version) VALUES ($1, $2, 1)")
+            .bind(&endpoint.id)
+            .bind(Value::Object(metadata).to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(endpoint)
+    }
+
+    /// Binds another token to an existing endpoint.
+    pub async fn add_token(&self, endpoint_id: &str, token: &str) -> Result<TokenInfo, EprError> {
+        let mut tx = self.pool.begin().await?;
+        let endpoint = fetch_endpoint(&mut *tx, endpoint_id).await?;
+        let token_id = insert_token(&mut tx, endpoint_id, token).await?;
+        tx.commit().await?;
+        Ok(TokenInfo {
+            token_id,
+            endpoint_id: endpoint.id,
+            app_version: endpoint.app_version,
+        })
+    }
+
+    /// One endpoint by id.
+    pub async fn endpoint(&self, id: &str) -> Result<Endpoint, EprError> {
+        fetch_endpoint(&self.pool, id).await
+    }
+
+    /// A page of endpoints matching `filter`, oldest first (ties broken by id, so pages are stable).
+    pub async fn list_endpoints(&self, filter: &ListFilter) -> Result<EndpointPage, EprError> {
+        if filter.app_versions.as_ref().is_some_and(Vec::is_empty) {
+            return Ok(EndpointPage {
+                items: Vec::new(),
+                total: 0,
+            });
+        }
+        let push_where = |qb: &mut QueryBuilder<Sqlite>| {
+            if let Some(versions) = &filter.app_versions {
+                qb.push(" WHERE app_version IN (");
+                let mut list = qb.separated(", ");
+                for v in versions {
+                    list.push_bind(v.clone());
+                }
+                list.push_unseparated(")");
+            }
+        };
+
+        let mut count = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM epr_endpoints");
+        push_where(&mut count);
+        let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
+
+        let mut select = QueryBuilder::<Sqlite>::new("SELECT id, app_version, created_at FROM epr_endpoints");
+        push_where(&mut select);
+        select.push(" ORDER BY created_at, id LIMIT ");
+        select.push_bind(clamp_i64(filter.limit));
+        select.push(" OFFSET ");
+        select.push_bind(clamp_i64(filter.offset));
+        let rows = select.build().fetch_all(&self.pool).await?;
+        let items = rows.iter().map(endpoint_from_row).collect::<Result<_, _>>()?;
+        Ok(EndpointPage {
+            items,
+            total: u64::try_from(total).unwrap_or(0),
+        })
+    }
+
+    /// Deletes an endpoint with its tokens and metadata.
+    pub async fn delete_endpoint(&self, id: &str) -> Result<(), EprError> {
+        // Explicit child deletes instead of relying on ON DELETE CASCADE, which SQLite only
+        // honours when the connection enabled foreign keys.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM epr_endpoint_tokens WHERE endpoint_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM epr_metadata WHERE endpoint_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let deleted = sqlx::query("DELETE FROM epr_endpoints WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if deleted.rows_affected() == 0 {
+            return Err(EprError::EndpointNotFound(id.to_owned()));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// What `token` identifies, or `None` for an unknown token.
+    pub async fn resolve_token(&self, token: &str) -> Result<Option<TokenInfo>, EprError> {
+        let row = sqlx::query(
+            "SELECT t.token_id, t.endpoint_id, e.app_version \
+             FROM epr_endpoint_tokens t JOIN epr_endpoints e ON e.id = t.endpoint_id \
+             WHERE t.token = $1",
+        )
+        .bind(token)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(TokenInfo {
+            token_id: row.try_get("token_id")?,
+            endpoint_id: row.try_get("endpoint_id")?,
+            app_version: row.try_get("app_version")?,
+        }))
+    }
+
+    /// The endpoint's metadata object and version.
+    pub async fn metadata(&self, endpoint_id: &str) -> Result<Metadata, EprError> {
+        let row = sqlx::query(
+            "SELECT e.app_version, m.body, m.version \
+             FROM epr_endpoints e JOIN epr_metadata m ON m.endpoint_id = e.id WHERE e.id = $1",
+        )
+        .bind(endpoint_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| EprError::EndpointNotFound(endpoint_id.to_owned()))?;
+        let body: String = row.try_get("body")?;
+        let body = match serde_json::from_str::<Value>(&body) {
+            Ok(Value::Object(map)) => map,
+            Ok(other) => {
+                return Err(EprError::Corrupt {
+                    endpoint_id: endpoint_id.to_owned(),
+                    reason: format!("found {other}"),
+                });
+            }
+            Err(e) => {
+                return Err(EprError::Corrupt {
+                    endpoint_id: endpoint_id.to_owned(),
+                    reason: e.to_string(),
+                });
+            }
+        };
+        Ok(Metadata {
+            endpoint_id: endpoint_id.to_owned(),
+            app_version: row.try_get("app_version")?,
+            body,
+            version: row.try_get("version")?,
+        })
+    }
+
+    /// The endpoint's metadata keys, sorted.
+    pub async fn metadata_keys(&self, endpoint_id: &str) -> Result<Vec<String>, EprError> {
+        Ok(self
+            .metadata(endpoint_id)
+            .await?
+            .body
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    /// Replaces the whole metadata object.
+    pub async fn replace_metadata(
+        &self,
+        endpoint_id: &str,
+        body: Map<String, Value>,
+        if_match: Option<i64>,
+    ) -> Result<MetadataUpdate, EprError> {
+        check_keys(&body)?;
+        self.update_metadata(endpoint_id, if_match, |current| {
+            *current = body.clone();
+            Ok(())
+        })
+        .await
+    }
+
+    /// Applies an RFC 6902 JSON Patch atomically (all operations or none).
+    pub async fn patch_metadata(
+        &self,
+        endpoint_id: &str,
+        patch: &Patch,
+        if_match: Option<i64>,
+    ) -> Result<MetadataUpdate, EprError> {
+        self.update_metadata(endpoint_id, if_match, |current| {
+            let mut doc = Value::Object(std::mem::take(current));
+            json_patch::patch(&mut doc, patch)?;
+            match doc {
+                Value::Object(map) => {
+                    *current = map;
+                    Ok(())
+                }
+                other => Err(EprError::InvalidMetadata(format!(
+                    "the patch turns metadata into {}, not a JSON object",
+                    json_kind(&other)
+                ))),
+            }
+        })
+        .await
+    }
+
+    /// Creates or overwrites one key.
+    pub async fn set_metadata_key(
+        &self,
+        endpoint_id: &str,
+        key: &str,
+        value: Value,
+        if_match: Option<i64>,
+    ) -> Result<MetadataUpdate, EprError> {
+        if !is_valid_metadata_key(key) {
+            return Err(EprError::InvalidMetadata(format!(
+                "key {key:?} does not match ^[a-zA-Z0-9_]+$"
+            )));
+        }
+        self.update_metadata(endpoint_id, if_match, |current| {
+            current.insert(key.to_owned(), value.clone());
+            Ok(())
+        })
+        .await
+    }
+
+    /// Removes one key; [`EprError::KeyNotFound`] if it is absent.
+    pub async fn delete_metadata_key(
+        &self,
+        endpoint_id: &str,
+        key: &str,
+        if_match: Option<i64>,
+    ) -> Result<MetadataUpdate, EprError> {
+        self.update_metadata(endpoint_id, if_match, |current| match current.remove(key) {
+            Some(_) => Ok(()),
+            None => Err(EprError::KeyNotFound(key.to_owned())),
+        })
+        .await
+    }
+
+    /// Read-modify-write with a compare-and-set on the version (see the module docs).
+    async fn update_metadata(
+        &self,
+        endpoint_id: &str,
+        if_match: Option<i64>,
+        change: impl Fn(&mut Map<String, Value>) -> Result<(), EprError>,
+    ) -> Result<MetadataUpdate, EprError> {
+        for _ in 0..WRITE_RETRIES {
+            let read = self.metadata(endpoint_id).await?;
+            if let Some(expected) = if_match
+                && expected != read.version
+            {
+                return Err(EprError::VersionMismatch {
+                    expected,
+                    current: read.version,
+                });
+            }
+            let mut body = read.body.clone();
+            change(&mut body)?;
+            check_keys(&body)?;
+            let version = read.version + 1;
+            let written = sqlx::query(
+                "UPDATE epr_metadata SET body = $1, version = $2 WHERE endpoint_id = $3 AND version = $4",
+            )
+            .bind(Value::Object(body.clone()).to_string())
+            .bind(version)
+            .bind(endpoint_id)
+            .bind(read.version)
+            .execute(&self.pool)
+            .await?;
+            if written.rows_affected() == 1 {
+                return Ok(MetadataUpdate {
+                    previous: read.body,
+                    current: Metadata {
+                        body,
+                        version,
+                        ..read
+                    },
+                });
+            }
+            // Someone wrote in between (or deleted the endpoint): re-read and try again; with
+            // If-Match the next round reports the mismatch, after a delete it reports not found.
+        }
+        Err(EprError::Contended(endpoint_id.to_owned()))
+    }
+}
+
+async fn fetch_endpoint<'e>(exec: impl sqlx::SqliteExecutor<'e>, id: &str) -> Result<Endpoint, EprError> {
+    let row = sqlx::query("SELECT id, app_version, created_at FROM epr_endpoints WHERE id = $1")
+        .bind(id)
+        .fetch_optional(exec)
+        .await?
+        .ok_or_else(|| EprError::EndpointNotFound(id.to_owned()))?;
+    Ok(endpoint_from_row(&row)?)
+}
+
+async fn insert_token(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    endpoint_id: &str,
+    token: &str,
+) -> Result<String, EprError> {
+    let token_id = uuid::Uuid::new_v4().to_string();
+    sqlx::query(
+        "INSERT INTO epr_endpoint_tokens (token, token_id, endpoint_id, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(token)
+    .bind(&token_id)
+    .bind(endpoint_id)
+    .bind(now_millis())
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| match is_unique_violation(&e) {
+        true => EprError::DuplicateToken,
+        false => e.into(),
+    })?;
+    Ok(token_id)
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    async fn store() -> Store {
+        Store::open_in_memory().await.unwrap()
+    }
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => panic!("not an object"),
+        }
+    }
+
+    async fn register(store: &Store, app_version: &str, token: Option<&str>) -> Endpoint {
+        store
+            .register(NewEndpoint {
+                app_version: app_version.into(),
+                token: token.map(Into::into),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn register_assigns_a_uuid_and_get_returns_it() {
+        let store = store().await;
+        let ep = register(&store, "smart-meter-v1", None).await;
+        assert!(uuid::Uuid::parse_str(&ep.id).is_ok(), "{}", ep.id);
+        assert!(ep.created_at > 0);
+        assert_eq!(store.endpoint(&ep.id).await.unwrap(), ep);
+        let md = store.metadata(&ep.id).await.unwrap();
+        assert!(md.body.is_empty());
+        assert_eq!(md.version, 1);
+        assert_eq!(md.app_version, "smart-meter-v1");
+    }
+
+    #[tokio::test]
+    async fn register_with_caller_id_and_metadata() {
+        let store = store().await;
+        let ep = store
+            .register(NewEndpoint {
+                id: Some("ep-1".into()),
+                app_version: "v1".into(),
+                token: None,
+                metadata: Some(obj(json!({"model": "A300"}))),
+            })
+            .await
+            .unwrap();
+        assert_eq!(ep.id, "ep-1");
+        assert_eq!(
+            store.metadata("ep-1").await.unwrap().body,
+            obj(json!({"model": "A300"}))
+        );
+        let again = store
+            .register(NewEndpoint {
+                id: Some("ep-1".into()),
+                ..Default::default()
+            })
+            .await;
+        assert!(matches!(again, Err(EprError::DuplicateEndpoint(id)) if id == "ep-1"));
+    }
+
+    #[tokio::test]
+    async fn register_rejects_bad_metadata_keys_and_stores_nothing() {
+        let store = store().await;
+        let res = store
+            .register(NewEndpoint {
+                app_version: "v1".into(),
+                metadata: Some(obj(json!({"bad-key": 1}))),
+                ..Default::default()
+            })
+            .await;
+        assert!(matches!(res, Err(EprError::InvalidMetadata(_))), "{res:?}");
+        let page = store
+            .list_endpoints(&ListFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.total, 0);
+    }
+
+    #[tokio::test]
+    async fn tokens_resolve_and_are_unique() {
+        let store = store().await;
+        let ep = register(&store, "v1", Some("tok-1")).await;
+        let info = store.resolve_token("tok-1").await.unwrap().unwrap();
+        assert_eq!(info.endpoint_id, ep.id);
+        assert_eq!(info.app_version, "v1");
+        assert!(uuid::Uuid::parse_str(&info.token_id).is_ok());
+        assert_eq!(store.resolve_token("nope").await.unwrap(), None);
+
+        let dup = store
+            .register(NewEndpoint {
+                app_version: "v1".into(),
+                token: Some("tok-1".into()),
+                ..Default::default()
+            })
+            .await;
+        assert!(matches!(dup, Err(EprError::DuplicateToken)), "{dup:?}");
+        // The failed registration rolled back: only one endpoint exists.
+        let page = store
+            .list_endpoints(&ListFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.total, 1);
+
+        let second = store.add_token(&ep.id, "tok-2").await.unwrap();
+        assert_ne!(second.token_id, info.token_id);
+        assert_eq!(
+            store.resolve_token("tok-2").await.unwrap().unwrap().endpoint_id,
+            ep.id
+        );
+        assert!(matches!(
+            store.add_token(&ep.id, "tok-1").await,
+            Err(EprError::DuplicateToken)
+        ));
+        assert!(matches!(
+            store.add_token("missing", "tok-3").await,
+            Err(EprError::EndpointNotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn delete_cascades_to_tokens_and_metadata() {
+        let store = store().await;
+        let ep = register(&store, "v1", Some("tok-1")).await;
+        store.delete_endpoint(&ep.id).await.unwrap();
+        assert!(matches!(
+            store.endpoint(&ep.id).await,
+            Err(EprError::EndpointNotFound(_))
+        ));
+        assert!(matches!(
+            store.metadata(&ep.id).await,
+            Err(EprError::EndpointNotFound(_))
+        ));
+        assert_eq!(store.resolve_token("tok-1").await.unwrap(), None);
+        assert!(matches!(
+            store.delete_endpoint(&ep.id).await,
+            Err(EprError::EndpointNotFound(_))
+        ));
+        // The token is free again.
+        register(&store, "v1", Some("tok-1")).await;
+    }
+
+    #[tokio::test]
+    async fn list_filters_by_app_version_and_pages() {
+        let store = store().await;
+        let mut v1 = Vec::new();
+        for _ in 0..5 {
+            v1.push(register(&store, "v1", None).await.id);
+        }
+        let v2 = register(&store, "v2", None).await.id;
+        register(&store, "other", None).await;
+
+        let all = store
+            .list_endpoints(&ListFilter {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(all.total, 7);
+        assert_eq!(all.items.len(), 7);
+
+        let filter = |versions: &[&str], offset, limit| ListFilter {
+            app_versions: Some(versions.iter().map(|s| s.to_string()).collect()),
+            offset,
+            limit,
+        };
+        let page = store.list_endpoints(&filter(&["v1"], 0, 2)).await.unwrap();
+        assert_eq!(page.total, 5);
+        let mut seen: Vec<String> = page.items.into_iter().map(|e| e.id).collect();
+        let page = store.list_endpoints(&filter(&["v1"], 2, 2)).await.unwrap();
+        seen.extend(page.items.into_iter().map(|e| e.id));
+        let page = store.list_endpoints(&filter(&["v1"], 4, 2)).await.unwrap();
+        assert_eq!(page.items.len(), 1);
+        seen.extend(page.items.into_iter().map(|e| e.id));
+        let mut expected = v1.clone();
+        expected.sort();
+        seen.sort();
+        assert_eq!(seen, expected, "pages cover each endpoint exactly once");
+
+        let both = store
+            .list_endpoints(&filter(&["v1", "v2"], 0, 100))
+            .await
+            .unwrap();
+        assert_eq!(both.total, 6);
+        assert!(both.items.iter().any(|e| e.id == v2));
+        let none = store.list_endpoints(&filter(&[], 0, 100)).await.unwrap();
+        assert_eq!(
+            none,
+            EndpointPage {
+                items: vec![],
+                total: 0
+            }
+        );
+        let past_end = store.list_endpoints(&filter(&["v1"], 50, 10)).await.unwrap();
+        assert_eq!((past_end.items.len(), past_end.total), (0, 5));
+    }
+
+    #[tokio::test]
+    async fn replace_and_key_operations_bump_the_version() {
+        let store = store().await;
+        let ep = register(&store, "v1", None).await;
+        let up = store
+            .replace_metadata(&ep.id, obj(json!({"a": 1, "b": [1, 2]})), None)
+            .await
+            .unwrap();
+        assert_eq!(up.previous, Map::new());
+        assert_eq!(up.current.version, 2);
+        let up = store
+            .set_metadata_key(&ep.id, "c", json!({"x": null}), Some(2))
+            .await
+            .unwrap();
+        assert_eq!(up.current.version, 3);
+        assert_eq!(store.metadata_keys(&ep.id).await.unwrap(), vec!["a", "b", "c"]);
+        let up = store.delete_metadata_key(&ep.id, "a", None).await.unwrap();
+        assert_eq!(up.current.body, obj(json!({"b": [1, 2], "c": {"x": null}})));
+        assert_eq!(up.current.version, 4);
+        assert!(matches!(
+            store.delete_metadata_key(&ep.id, "a", None).await,
+            Err(EprError::KeyNotFound(k)) if k == "a"
+        ));
+        assert!(matches!(
+            store.set_metadata_key(&ep.id, "no-dash", json!(1), None).await,
+            Err(EprError::InvalidMetadata(_))
+        ));
+        assert!(matches!(
+            store.replace_metadata(&ep.id, obj(json!({"": 1})), None).await,
+            Err(EprError::InvalidMetadata(_))
+        ));
+        assert!(matches!(
+            store.set_metadata_key("missing", "k", json!(1), None).await,
+            Err(EprError::EndpointNotFound(_))
+        ));
+        assert_eq!(
+            store.metadata(&ep.id).await.unwrap().version,
+            4,
+            "failed writes change nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn if_match_rejects_a_stale_version() {
+        let store = store().await;
+        let ep = register(&store, "v1", None).await;
+        store
+            .set_metadata_key(&ep.id, "a", json!(1), Some(1))
+            .await
+            .unwrap();
+        let stale = store.set_metadata_key(&ep.id, "a", json!(2), Some(1)).await;
+        assert!(
+            matches!(
+                stale,
+                Err(EprError::VersionMismatch {
+                    expected: 1,
+                    current: 2
+                })
+            ),
+            "{stale:?}"
+        );
+        assert_eq!(store.metadata(&ep.id).await.unwrap().body, obj(json!({"a": 1})));
+    }
+
+    #[tokio::test]
+    async fn json_patch_is_applied_atomically() {
+        let store = store().await;
+        let ep = register(&store, "v1", None).await;
+        store
+            .replace_metadata(&ep.id, obj(json!({"a": 1, "b": 2})), None)
+            .await
+            .unwrap();
+        let patch: Patch = serde_json::from_value(json!([
+            {"op": "add", "path": "/c", "value": "x"},
+            {"op": "remove", "path": "/a"},
+            {"op": "replace", "path": "/b", "value": 3}
+        ]))
+        .unwrap();
+        let up = store.patch_metadata(&ep.id, &patch, Some(2)).await.unwrap();
+        assert_eq!(up.current.body, obj(json!({"b": 3, "c": "x"})));
+        assert_eq!(up.previous, obj(json!({"a": 1, "b": 2})));
+
+        // The second op fails, so the first must not stick.
+        let failing: Patch = serde_json::from_value(json!([
+            {"op": "add", "path": "/d", "value": 1},
+            {"op": "remove", "path": "/missing"}
+        ]))
+        .unwrap();
+        assert!(matches!(
+            store.patch_metadata(&ep.id, &failing, None).await,
+            Err(EprError::Patch(_))
+        ));
+        let bad_key: Patch =
+            serde_json::from_value(json!([{"op": "add", "path": "/bad key", "value": 1}])).unwrap();
+        assert!(matches!(
+            store.patch_metadata(&ep.id, &bad_key, None).await,
+            Err(EprError::InvalidMetadata(_))
+        ));
+        let not_object: Patch =
+            serde_json::from_value(json!([{"op": "replace", "path": "", "value": [1]}])).unwrap();
+        assert!(matches!(
+            store.patch_metadata(&ep.id, &not_object, None).await,
+            Err(EprError::InvalidMetadata(_))
+        ));
+        let md = store.metadata(&ep.id).await.unwrap();
+        assert_eq!((md.body, md.version), (obj(json!({"b": 3, "c": "x"})), 3));
+    }
+
+    #[tokio::test]
+    async fn concurrent_writers_do_not_lose_updates() {
+        let dir = std::env::temp_dir().join(format!("kaa-store-race-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(dir.join("kaa.db")).await.unwrap();
+        let ep = register(&store, "v1", None).await;
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let store = store.clone();
+                let id = ep.id.clone();
+                tokio::spawn(async move {
+                    store
+                        .set_metadata_key(&id, &format!("k{i}"), json!(i), None)
+                        .await
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let md = store.metadata(&ep.id).await.unwrap();
+        assert_eq!(md.body.len(), 8, "{:?}", md.body);
+        assert_eq!(md.version, 9);
+        store.close().await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn key_pattern() {
+        for ok in ["a", "Model_2", "_", "ABC123"] {
+            assert!(is_valid_metadata_key(ok), "{ok}");
+        }
+        for bad in ["", "a-b", "a b", "ключ", "a.b", "a/b", "~"] {
+            assert!(!is_valid_metadata_key(bad), "{bad}");
+        }
+    }
+}

