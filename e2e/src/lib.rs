@@ -3,8 +3,7 @@
 //! # Layout
 //! - [`Platform`]: a running platform, either `kaa up` (one process) or cluster mode (nats-server
 //!   plus one `kaa run` process per service), with its MQTT and HTTP addresses.
-//! - [`Device`]: an MQTT client (rumqttc) that never subscribes, like the official Kaa client,
-//!   and collects whatever the gateway sends it.
+//! - [`Device`] (from kaa-testkit): an MQTT client that never subscribes, like the official Kaa client.
 //!
 //! The `kaa` binary is `$KAA_BIN` or `target/debug/kaa` (`make test` builds it first).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)] // test harness: fail loudly
@@ -13,14 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use bytes::Bytes;
 use kaa_testkit::{NatsServer, free_port};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
-/// How long any single expected thing may take before a test fails.
-pub const DEADLINE: Duration = Duration::from_secs(10);
+pub use kaa_testkit::Device;
+
+pub use kaa_testkit::DEADLINE;
 
 /// The `kaa` binary under test.
 pub fn kaa_bin() -> PathBuf {
@@ -281,96 +278,4 @@ pub fn quickstart_with_mqtt(port: u16) -> String {
         "    - kind: kpc\n",
         &format!("    - kind: kpc\n      config:\n        mqtt:\n          listen: 127.0.0.1:{port}\n"),
     )
-}
-
-/// An MQTT 3.1.1 client that never subscribes and records every PUBLISH the gateway sends it.
-#[derive(Debug)]
-pub struct Device {
-    pub client: AsyncClient,
-    incoming: mpsc::UnboundedReceiver<(String, Bytes)>,
-    disconnected: mpsc::UnboundedReceiver<String>,
-}
-
-impl Device {
-    pub async fn connect(port: u16, client_id: &str) -> Device {
-        let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
-        options.set_keep_alive(Duration::from_secs(30));
-        options.set_max_packet_size(4 * 1024 * 1024, 4 * 1024 * 1024);
-        let (client, mut eventloop) = AsyncClient::new(options, 64);
-        let (tx, incoming) = mpsc::unbounded_channel();
-        let (dtx, disconnected) = mpsc::unbounded_channel();
-        let (ctx, connected) = tokio::sync::oneshot::channel();
-        let mut ctx = Some(ctx);
-        tokio::spawn(async move {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        if let Some(c) = ctx.take() {
-                            let _ = c.send(());
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let _ = tx.send((p.topic.clone(), p.payload.clone()));
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        let _ = dtx.send(e.to_string());
-                        return;
-                    }
-                }
-            }
-        });
-        tokio::time::timeout(DEADLINE, connected)
-            .await
-            .expect("CONNACK in time")
-            .expect("connected");
-        Device {
-            client,
-            incoming,
-            disconnected,
-        }
-    }
-
-    pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>, qos: QoS) {
-        self.client
-            .publish(topic, qos, false, payload.into())
-            .await
-            .unwrap();
-    }
-
-    /// The next message the gateway sent, or None if nothing came within `wait`.
-    pub async fn next_message(&mut self, wait: Duration) -> Option<(String, Bytes)> {
-        tokio::time::timeout(wait, self.incoming.recv())
-            .await
-            .ok()
-            .flatten()
-    }
-
-    /// Publishes a request and returns the first message on `{topic}/status` or `{topic}/error`.
-    pub async fn request(&mut self, topic: &str, payload: impl Into<Vec<u8>>) -> (String, Value) {
-        self.publish(topic, payload, QoS::AtLeastOnce).await;
-        let (reply_topic, payload) = self
-            .next_message(DEADLINE)
-            .await
-            .unwrap_or_else(|| panic!("no reply to {topic} within {DEADLINE:?}"));
-        assert!(
-            reply_topic.starts_with(topic),
-            "reply on {reply_topic}, expected under {topic}"
-        );
-        let suffix = reply_topic[topic.len()..].to_owned();
-        let body = if payload.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&payload).unwrap()
-        };
-        (suffix, body)
-    }
-
-    /// Waits until the gateway closes the connection; returns the client's error text.
-    pub async fn closed(&mut self, wait: Duration) -> Option<String> {
-        tokio::time::timeout(wait, self.disconnected.recv())
-            .await
-            .ok()
-            .flatten()
-    }
 }

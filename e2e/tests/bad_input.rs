@@ -1,5 +1,7 @@
 //! Bad input gets a clear 1/KP error, loses nothing, and never stops the platform.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use std::io::Write;
 use std::time::Duration;
 

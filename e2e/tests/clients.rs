@@ -1,6 +1,8 @@
 //! Real third-party clients, unchanged: a paho-mqtt device written like the official Kaa Python
 //! client, and the README walkthrough's mosquitto commands.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use std::process::Command;
 
 use kaa_e2e::Platform;

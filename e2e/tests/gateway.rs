@@ -1,6 +1,8 @@
 //! Gateway routing: one connection acting for several endpoints, replies only to the asker,
 //! MQTT 5 and QoS handling.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use std::time::Duration;
 
 use kaa_e2e::{DEADLINE, Platform};

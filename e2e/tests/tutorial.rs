@@ -2,6 +2,8 @@
 //! metadata over MQTT from a client that never subscribes, read it back over REST and over EPMX.
 //! Once with `kaa up` (one process), once in cluster mode (nats-server + one process per service).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use kaa_e2e::Platform;
 use serde_json::json;
 

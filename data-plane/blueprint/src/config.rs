@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ServiceKind;
+
 /// The rendered configuration of one service instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -25,11 +27,11 @@ impl ServiceConfig {
         }
     }
 
-    pub fn kind(&self) -> crate::ServiceKind {
+    pub fn kind(&self) -> ServiceKind {
         match self {
-            ServiceConfig::Kpc(_) => crate::ServiceKind::Kpc,
-            ServiceConfig::Epr(_) => crate::ServiceKind::Epr,
-            ServiceConfig::Epmx(_) => crate::ServiceKind::Epmx,
+            ServiceConfig::Kpc(_) => ServiceKind::Kpc,
+            ServiceConfig::Epr(_) => ServiceKind::Epr,
+            ServiceConfig::Epmx(_) => ServiceKind::Epmx,
         }
     }
 }
@@ -125,15 +127,50 @@ impl Default for KpcLimits {
 // EPR
 
 /// EPR, the endpoint register.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EprConfig {
+    /// Service instance name: the `{instance}` of the bus subjects and the queue group.
     pub instance: String,
+    /// Applications and their versions; endpoints can only be registered against these versions.
     pub applications: Vec<EprApplication>,
 }
 
+impl Default for EprConfig {
+    /// Instance `epr`, no applications.
+    fn default() -> Self {
+        EprConfig {
+            instance: ServiceKind::Epr.as_str().to_owned(),
+            applications: Vec::new(),
+        }
+    }
+}
+
+impl EprConfig {
+    /// The application an application version belongs to (the first, if listed under several).
+    pub fn application_of(&self, app_version: &str) -> Option<&str> {
+        self.owners_of(app_version).next()
+    }
+
+    /// The versions of an application (`None` if no such application is configured).
+    pub fn versions_of(&self, application: &str) -> Option<&[String]> {
+        self.applications
+            .iter()
+            .find(|a| a.name == application)
+            .map(|a| a.versions.as_slice())
+    }
+
+    /// Every application that lists `app_version`, in config order (one in a valid config).
+    pub fn owners_of<'a>(&'a self, app_version: &str) -> impl Iterator<Item = &'a str> {
+        self.applications
+            .iter()
+            .filter(move |a| a.versions.iter().any(|v| v == app_version))
+            .map(|a| a.name.as_str())
+    }
+}
+
 /// An application and the names of its versions, as EPR knows them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EprApplication {
     pub name: String,
@@ -149,32 +186,114 @@ pub struct EprSettings {}
 // EPMX
 
 /// EPMX, the 10/EPMP endpoint metadata extension.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EpmxConfig {
+    /// Extension instance name (topic level 3, subject `{instance}`, queue group).
     pub instance: String,
     /// The EPR instance that owns metadata (reached over 19/EPMMP).
     pub epr_instance: String,
+    /// How long to wait for each 19/EPMMP answer from EPR.
     #[serde(default = "default_epmx_timeout")]
     pub request_timeout_ms: u64,
+    /// Device requests handled concurrently by one replica.
+    #[serde(default = "default_epmx_max_in_flight")]
+    pub max_in_flight: usize,
+}
+
+impl Default for EpmxConfig {
+    /// Instance `epmx` backed by EPR instance `epr`, default settings.
+    fn default() -> Self {
+        let EpmxSettings {
+            request_timeout_ms,
+            max_in_flight,
+        } = EpmxSettings::default();
+        EpmxConfig {
+            instance: ServiceKind::Epmx.as_str().to_owned(),
+            epr_instance: ServiceKind::Epr.as_str().to_owned(),
+            request_timeout_ms,
+            max_in_flight,
+        }
+    }
 }
 
 /// What a Blueprint may set on an `epmx` service.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EpmxSettings {
     #[serde(default = "default_epmx_timeout")]
     pub request_timeout_ms: u64,
+    #[serde(default = "default_epmx_max_in_flight")]
+    pub max_in_flight: usize,
 }
 
 impl Default for EpmxSettings {
     fn default() -> Self {
         EpmxSettings {
             request_timeout_ms: default_epmx_timeout(),
+            max_in_flight: default_epmx_max_in_flight(),
         }
     }
 }
 
 fn default_epmx_timeout() -> u64 {
     5_000
+}
+
+fn default_epmx_max_in_flight() -> usize {
+    256
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(name: &str, versions: &[&str]) -> EprApplication {
+        EprApplication {
+            name: name.into(),
+            versions: versions.iter().map(|v| v.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn epr_config_maps_versions_to_applications() {
+        let cfg = EprConfig {
+            applications: vec![app("meter", &["meter-v1", "meter-v2"]), app("lamp", &["lamp-v1"])],
+            ..Default::default()
+        };
+        assert_eq!(cfg.application_of("meter-v2"), Some("meter"));
+        assert_eq!(cfg.application_of("lamp-v1"), Some("lamp"));
+        assert_eq!(cfg.application_of("nope"), None);
+        assert_eq!(cfg.versions_of("lamp"), Some(&["lamp-v1".to_string()][..]));
+        assert_eq!(cfg.versions_of("nope"), None);
+        let dup = EprConfig {
+            applications: vec![app("a", &["v1"]), app("b", &["v1"])],
+            ..Default::default()
+        };
+        assert_eq!(dup.owners_of("v1").collect::<Vec<_>>(), ["a", "b"]);
+    }
+
+    #[test]
+    fn defaults_name_the_kinds() {
+        assert_eq!(EprConfig::default().instance, "epr");
+        let epmx = EpmxConfig::default();
+        assert_eq!(
+            (epmx.instance.as_str(), epmx.epr_instance.as_str()),
+            ("epmx", "epr")
+        );
+        assert_eq!((epmx.request_timeout_ms, epmx.max_in_flight), (5_000, 256));
+    }
+
+    #[test]
+    fn epmx_config_defaults_its_settings_and_rejects_unknown_fields() {
+        let cfg: EpmxConfig =
+            serde_json::from_str(r#"{"instance":"epmx","eprInstance":"epr","requestTimeoutMs":250}"#)
+                .unwrap();
+        assert_eq!(cfg.request_timeout_ms, 250);
+        assert_eq!(cfg.max_in_flight, 256);
+        let settings: EpmxSettings = serde_json::from_str(r#"{"maxInFlight":8}"#).unwrap();
+        assert_eq!(settings.max_in_flight, 8);
+        assert_eq!(settings.request_timeout_ms, 5_000);
+        assert!(serde_json::from_str::<EpmxSettings>(r#"{"max_in_flight":8}"#).is_err());
+    }
 }

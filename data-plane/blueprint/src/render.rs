@@ -77,6 +77,7 @@ pub(crate) fn render_checked(blueprint: &Blueprint, p: &mut Problems) -> Vec<Ren
                     instance,
                     epr_instance: epr.clone(),
                     request_timeout_ms: s.request_timeout_ms,
+                    max_in_flight: s.max_in_flight,
                 })
             }),
         };
@@ -154,5 +155,28 @@ mod tests {
             KpcLimits::default().request_timeout_ms
         );
         assert_eq!(c.mqtt.listen, "127.0.0.1:0");
+    }
+
+    #[test]
+    fn epmx_settings_reach_the_config() {
+        let mut bp = Blueprint::quickstart();
+        let epmx = bp
+            .spec
+            .services
+            .iter_mut()
+            .find(|s| s.kind == ServiceKind::Epmx)
+            .unwrap();
+        epmx.config = serde_json::from_str(r#"{"maxInFlight":8}"#).unwrap();
+        let rendered = render(&bp).unwrap();
+        let Some(ServiceConfig::Epmx(c)) = rendered
+            .iter()
+            .map(|r| &r.config)
+            .find(|c| c.kind() == ServiceKind::Epmx)
+        else {
+            panic!("no epmx")
+        };
+        assert_eq!(c.max_in_flight, 8);
+        assert_eq!(c.request_timeout_ms, EpmxSettings::default().request_timeout_ms);
+        assert_eq!(c.epr_instance, "epr");
     }
 }

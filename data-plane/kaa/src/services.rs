@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use axum::Router;
-use kaa_blueprint::config::{EpmxConfig, EprConfig, ServiceConfig};
+use kaa_blueprint::config::ServiceConfig;
 use kaa_bus::Bus;
 use kaa_kpc::Kpc;
 use kaa_services::{epmx, epr};
@@ -61,9 +61,8 @@ impl Platform {
         for config in configs {
             let instance = config.instance().to_owned();
             match config {
-                ServiceConfig::Epr(c) => {
+                ServiceConfig::Epr(config) => {
                     let store = ctx.store(&instance)?;
-                    let config = epr_config(c);
                     let state = epr::EprState::new(store.clone(), config.clone())?;
                     platform.router = platform.router.merge(epr::router(state));
                     let (bus, stop) = (ctx.bus.clone(), ctx.shutdown.clone());
@@ -73,9 +72,8 @@ impl Platform {
                         }
                     });
                 }
-                ServiceConfig::Epmx(c) => {
+                ServiceConfig::Epmx(config) => {
                     let (bus, stop) = (ctx.bus.clone(), ctx.shutdown.clone());
-                    let config = epmx_config(c);
                     platform.tasks.spawn(async move {
                         if let Err(e) = epmx::serve(bus, config, stop).await {
                             tracing::error!(error = %e, "EPMX stopped");
@@ -110,28 +108,5 @@ impl Platform {
         ctx.shutdown.cancel();
         self.tasks.close();
         self.tasks.wait().await;
-    }
-}
-
-fn epr_config(c: EprConfig) -> epr::Config {
-    epr::Config {
-        instance: c.instance,
-        applications: c
-            .applications
-            .into_iter()
-            .map(|a| epr::Application {
-                name: a.name,
-                versions: a.versions,
-            })
-            .collect(),
-    }
-}
-
-fn epmx_config(c: EpmxConfig) -> epmx::Config {
-    epmx::Config {
-        instance: c.instance,
-        epr_instance: c.epr_instance,
-        request_timeout_ms: c.request_timeout_ms,
-        ..epmx::Config::default()
     }
 }

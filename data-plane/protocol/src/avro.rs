@@ -53,6 +53,13 @@ pub enum AvroError {
     TrailingBytes { record: &'static str, count: usize },
 }
 
+/// Caps what decoding one Avro value may allocate, so that a corrupt length prefix on the bus
+/// cannot reserve hundreds of MiB. Process-wide and settable once (the first call wins), so only
+/// binaries call it, at start-up; returns the cap in force.
+pub fn limit_decode_allocations(max_bytes: usize) -> usize {
+    apache_avro::util::max_allocation_bytes(max_bytes)
+}
+
 /// Parses a schema file compiled into the crate.
 ///
 /// # Panics

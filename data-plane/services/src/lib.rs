@@ -11,7 +11,7 @@
 //! - `worker` (private): the loop every bus handler shares: read a subscription, handle each
 //!   message in its own task with bounded concurrency, stop on the shutdown signal.
 //!
-//! Every service has one `Config` (serde, unknown fields rejected), a `serve(..)` future that
+//! Every service has one `Config` (kaa-blueprint's typed config, re-exported), a `serve(..)` future that
 //! runs its bus handlers until a [`tokio_util::sync::CancellationToken`] is cancelled, and,
 //! where it has a REST API, a `router(state) -> axum::Router` that the binary mounts.
 

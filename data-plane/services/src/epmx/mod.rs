@@ -26,7 +26,6 @@ use kaa_protocol::{
     esp::{ClientData, ExtensionData},
     now_millis, subject,
 };
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -41,30 +40,9 @@ use request::Request;
 /// How often a conditional write (`/update`, `/delete/keys`) is retried after losing a race.
 const CONDITIONAL_RETRIES: usize = 3;
 
-/// EPMX configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Config {
-    /// Extension instance name (topic level 3, subject `{instance}`, queue group).
-    pub instance: String,
-    /// Instance name of the EPR that owns the metadata.
-    pub epr_instance: String,
-    /// How long to wait for each 19/EPMMP answer from EPR.
-    pub request_timeout_ms: u64,
-    /// Device requests handled concurrently by one replica.
-    pub max_in_flight: usize,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            instance: "epmx".to_owned(),
-            epr_instance: "epr".to_owned(),
-            request_timeout_ms: 5_000,
-            max_in_flight: 256,
-        }
-    }
-}
+/// EPMX configuration: the one typed config rendered from a Blueprint
+/// ([`kaa_blueprint::config::EpmxConfig`]).
+pub use kaa_blueprint::config::EpmxConfig as Config;
 
 /// Why [`serve`] could not start.
 #[derive(Debug, thiserror::Error)]
@@ -79,32 +57,31 @@ pub enum ServeError {
     },
 }
 
-impl Config {
-    pub fn validate(&self) -> Result<(), ServeError> {
-        if !subject::is_valid_token(&self.instance) {
-            return Err(ServeError::Config(
-                "instance must be a non-empty NATS subject token".into(),
-            ));
-        }
-        if !subject::is_valid_token(&self.epr_instance) {
-            return Err(ServeError::Config(
-                "epr_instance must be a non-empty NATS subject token".into(),
-            ));
-        }
-        if self.request_timeout_ms == 0 {
-            return Err(ServeError::Config(
-                "request_timeout_ms must be greater than 0".into(),
-            ));
-        }
-        Ok(())
+/// Checks the instance names and the timeout.
+pub fn validate(config: &Config) -> Result<(), ServeError> {
+    if !subject::is_valid_token(&config.instance) {
+        return Err(ServeError::Config(
+            "instance must be a non-empty NATS subject token".into(),
+        ));
     }
+    if !subject::is_valid_token(&config.epr_instance) {
+        return Err(ServeError::Config(
+            "eprInstance must be a non-empty NATS subject token".into(),
+        ));
+    }
+    if config.request_timeout_ms == 0 {
+        return Err(ServeError::Config(
+            "requestTimeoutMs must be greater than 0".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Runs EPMX until `shutdown` is cancelled (then waits for requests in flight).
 ///
 /// Returns early only if the config is invalid or the subscription cannot be made.
 pub async fn serve(bus: Bus, config: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
-    config.validate()?;
+    validate(&config)?;
     let subject = subject::esp_client_data(&config.instance);
     let sub = bus
         .subscribe(&subject, Some(&config.instance))
@@ -283,21 +260,28 @@ mod tests {
 
     #[test]
     fn config_defaults_and_rejects_unknown_fields() {
-        let cfg: Config = serde_json::from_str(r#"{"request_timeout_ms": 250}"#).unwrap();
+        let cfg: Config =
+            serde_json::from_str(r#"{"instance": "epmx", "eprInstance": "epr", "requestTimeoutMs": 250}"#)
+                .unwrap();
         assert_eq!(cfg.instance, "epmx");
         assert_eq!(cfg.epr_instance, "epr");
         assert_eq!(cfg.request_timeout_ms, 250);
-        cfg.validate().unwrap();
-        assert!(serde_json::from_str::<Config>(r#"{"timeout": 1}"#).is_err());
+        assert_eq!(cfg.max_in_flight, Config::default().max_in_flight);
+        validate(&cfg).unwrap();
+        validate(&Config::default()).unwrap();
+        assert!(
+            serde_json::from_str::<Config>(r#"{"instance": "epmx", "eprInstance": "epr", "timeout": 1}"#)
+                .is_err()
+        );
         let zero = Config {
             request_timeout_ms: 0,
             ..Config::default()
         };
-        assert!(zero.validate().is_err());
+        assert!(validate(&zero).is_err());
         let bad = Config {
             epr_instance: "a.b".into(),
             ..Config::default()
         };
-        assert!(bad.validate().is_err());
+        assert!(validate(&bad).is_err());
     }
 }

@@ -1,7 +1,7 @@
 //! EPR, the endpoint register: the one owner of endpoints, their tokens and their metadata.
 //!
 //! # Layout
-//! - this file: [`Config`] (which applications and versions exist) and [`EprState`], the
+//! - this file: [`Config`] (which applications and versions exist), its [`validate`], and [`EprState`], the
 //!   store plus config shared by both faces of the service.
 //! - [`error`]: [`AppError`], the one mapping from store errors to HTTP-style statuses, used by
 //!   the REST API and, as status codes, by the bus replies.
@@ -17,7 +17,6 @@
 use std::sync::Arc;
 
 use kaa_store::Store;
-use serde::{Deserialize, Serialize};
 
 pub mod bus;
 pub mod error;
@@ -27,32 +26,10 @@ pub use bus::{ServeError, serve};
 pub use error::AppError;
 pub use rest::router;
 
-/// EPR configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Config {
-    /// Service instance name: the `{instance}` of the bus subjects and the queue group.
-    pub instance: String,
-    /// Applications and their versions; endpoints can only be registered against these versions.
-    pub applications: Vec<Application>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            instance: "epr".to_owned(),
-            applications: Vec::new(),
-        }
-    }
-}
-
-/// An application and its versions.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Application {
-    pub name: String,
-    pub versions: Vec<String>,
-}
+/// EPR configuration: the one typed config rendered from a Blueprint (see
+/// [`kaa_blueprint::config::EprConfig`], which also answers [`Config::application_of`] and
+/// [`Config::versions_of`]).
+pub use kaa_blueprint::config::{EprApplication as Application, EprConfig as Config};
 
 /// An inconsistent [`Config`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,55 +50,33 @@ pub enum ConfigError {
     },
 }
 
-impl Config {
-    /// Checks that names are non-empty and every version belongs to exactly one application.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if !kaa_protocol::subject::is_valid_token(&self.instance) {
-            return Err(ConfigError::BadInstance);
+/// Checks that names are non-empty and every version belongs to exactly one application.
+pub fn validate(config: &Config) -> Result<(), ConfigError> {
+    if !kaa_protocol::subject::is_valid_token(&config.instance) {
+        return Err(ConfigError::BadInstance);
+    }
+    for (i, app) in config.applications.iter().enumerate() {
+        if app.name.is_empty() {
+            return Err(ConfigError::EmptyApplicationName(i));
         }
-        for (i, app) in self.applications.iter().enumerate() {
-            if app.name.is_empty() {
-                return Err(ConfigError::EmptyApplicationName(i));
+        if config.applications[..i].iter().any(|a| a.name == app.name) {
+            return Err(ConfigError::DuplicateApplication(app.name.clone()));
+        }
+        for version in &app.versions {
+            if version.is_empty() {
+                return Err(ConfigError::EmptyVersionName(app.name.clone()));
             }
-            if self.applications[..i].iter().any(|a| a.name == app.name) {
-                return Err(ConfigError::DuplicateApplication(app.name.clone()));
-            }
-            for version in &app.versions {
-                if version.is_empty() {
-                    return Err(ConfigError::EmptyVersionName(app.name.clone()));
-                }
-                let owners: Vec<&str> = self.owners_of(version).collect();
-                if let [first, second, ..] = owners[..] {
-                    return Err(ConfigError::DuplicateVersion {
-                        version: version.clone(),
-                        first: first.to_owned(),
-                        second: second.to_owned(),
-                    });
-                }
+            let owners: Vec<&str> = config.owners_of(version).collect();
+            if let [first, second, ..] = owners[..] {
+                return Err(ConfigError::DuplicateVersion {
+                    version: version.clone(),
+                    first: first.to_owned(),
+                    second: second.to_owned(),
+                });
             }
         }
-        Ok(())
     }
-
-    /// The application an application version belongs to.
-    pub fn application_of(&self, app_version: &str) -> Option<&str> {
-        self.owners_of(app_version).next()
-    }
-
-    /// The versions of an application (`None` if no such application is configured).
-    pub fn versions_of(&self, application: &str) -> Option<&[String]> {
-        self.applications
-            .iter()
-            .find(|a| a.name == application)
-            .map(|a| a.versions.as_slice())
-    }
-
-    fn owners_of<'a>(&'a self, app_version: &str) -> impl Iterator<Item = &'a str> {
-        self.applications
-            .iter()
-            .filter(move |a| a.versions.iter().any(|v| v == app_version))
-            .map(|a| a.name.as_str())
-    }
+    Ok(())
 }
 
 /// What the REST API and the bus handlers share: the store and the (validated) config.
@@ -134,7 +89,7 @@ pub struct EprState {
 impl EprState {
     /// Validates `config` and bundles it with the store.
     pub fn new(store: Store, config: Config) -> Result<Self, ConfigError> {
-        config.validate()?;
+        validate(&config)?;
         Ok(Self {
             store,
             config: Arc::new(config),
@@ -163,13 +118,16 @@ mod tests {
 
     #[test]
     fn config_defaults_and_rejects_unknown_fields() {
-        let cfg: Config = serde_json::from_str("{}").unwrap();
+        let cfg: Config = serde_json::from_str(r#"{"instance":"epr","applications":[]}"#).unwrap();
         assert_eq!(cfg, Config::default());
         assert_eq!(cfg.instance, "epr");
+        validate(&cfg).unwrap();
         let err = serde_json::from_str::<Config>(r#"{"instances":"x"}"#).unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
-        let err = serde_json::from_str::<Config>(r#"{"applications":[{"name":"a","versions":[],"x":1}]}"#)
-            .unwrap_err();
+        let err = serde_json::from_str::<Config>(
+            r#"{"instance":"epr","applications":[{"name":"a","versions":[],"x":1}]}"#,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
     }
 
@@ -179,7 +137,7 @@ mod tests {
             applications: vec![app("meter", &["meter-v1", "meter-v2"]), app("lamp", &["lamp-v1"])],
             ..Default::default()
         };
-        cfg.validate().unwrap();
+        validate(&cfg).unwrap();
         assert_eq!(cfg.application_of("meter-v2"), Some("meter"));
         assert_eq!(cfg.application_of("lamp-v1"), Some("lamp"));
         assert_eq!(cfg.application_of("nope"), None);
@@ -194,7 +152,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            dup.validate(),
+            validate(&dup),
             Err(ConfigError::DuplicateVersion {
                 version: "v1".into(),
                 first: "a".into(),
@@ -206,18 +164,18 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            twice.validate(),
+            validate(&twice),
             Err(ConfigError::DuplicateApplication("a".into()))
         );
         let empty = Config {
             applications: vec![app("a", &[""])],
             ..Default::default()
         };
-        assert_eq!(empty.validate(), Err(ConfigError::EmptyVersionName("a".into())));
+        assert_eq!(validate(&empty), Err(ConfigError::EmptyVersionName("a".into())));
         let bad = Config {
             instance: "ep.r".into(),
             ..Default::default()
         };
-        assert_eq!(bad.validate(), Err(ConfigError::BadInstance));
+        assert_eq!(validate(&bad), Err(ConfigError::BadInstance));
     }
 }

@@ -1,0 +1,98 @@
+//! The `kaa` command's refusals: clear messages, non-zero exits, nothing started.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use kaa_e2e::kaa_bin;
+
+fn kaa(args: &[&str]) -> Output {
+    Command::new(kaa_bin()).args(args).output().unwrap()
+}
+
+fn blueprint(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../blueprints")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn an_invalid_blueprint_is_refused_with_every_mistake_named() {
+    let out = kaa(&[
+        "up",
+        &blueprint("invalid.yaml"),
+        "--mqtt-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        "127.0.0.1:0",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "invalid.yaml is not a usable Blueprint",
+        "spec.services: needs a `kpc` service",
+        "spec.services[1].replicas: must be between 1 and 1000",
+        "spec.applications[0].versions[0].extensions[1]: no service instance named `dcx`",
+        "spec.applications[1].versions[0].name: duplicate application version `smart_meter_v1`",
+    ] {
+        assert!(stderr.contains(expected), "missing `{expected}` in:\n{stderr}");
+    }
+}
+
+#[test]
+fn render_writes_one_config_per_instance_and_run_checks_the_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("configs");
+    let out = kaa(&[
+        "render",
+        &blueprint("quickstart.yaml"),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut files: Vec<String> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["epmx.json", "epr.json", "kpc.json"]);
+    let kpc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("kpc.json")).unwrap()).unwrap();
+    assert_eq!(kpc["kind"], "kpc");
+    assert_eq!(kpc["appVersions"]["demo_application_v1"]["extensions"][0], "epmx");
+
+    let out = kaa(&[
+        "run",
+        "epr",
+        "--config",
+        out_dir.join("epmx.json").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("configures a `epmx` service, not `epr`"));
+}
+
+#[test]
+fn a_busy_port_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = kaa(&[
+        "up",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--mqtt-addr",
+        &addr,
+        "--http-addr",
+        "127.0.0.1:0",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen for MQTT on {addr}")),
+        "{stderr}"
+    );
+}
