@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - [`Platform`]: a running platform, either `kaa up` (one process) or cluster mode (nats-server
-//!   plus one `kaa run` process per service), with its MQTT and HTTP addresses.
+//!   plus one `kaa run` process per service), with its MQTT and HTTP addresses and the admin token
+//!   its REST calls send.
 //! - [`Device`] (from kaa-testkit): an MQTT client that never subscribes, like the official Kaa client.
 //!
 //! The `kaa` binary is `$KAA_BIN` or `target/debug/kaa` (`make test` builds it first).
@@ -33,6 +34,9 @@ pub fn kaa_bin() -> PathBuf {
     path
 }
 
+/// The `RUST_LOG` of the processes the harness starts.
+pub const DEFAULT_LOG_FILTER: &str = "info,kaa_kpc=debug";
+
 /// A child process that is stopped with SIGTERM (then killed) when dropped; its stderr goes to a
 /// log file that is printed if the test fails.
 #[derive(Debug)]
@@ -44,11 +48,16 @@ pub struct Process {
 
 impl Process {
     pub fn spawn(name: &str, dir: &Path, args: &[&str]) -> Process {
+        Self::spawn_logging(name, dir, args, DEFAULT_LOG_FILTER)
+    }
+
+    /// Like [`Process::spawn`] with `RUST_LOG` set to `log_filter`.
+    pub fn spawn_logging(name: &str, dir: &Path, args: &[&str], log_filter: &str) -> Process {
         let log = dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(kaa_bin())
             .args(args)
-            .env("RUST_LOG", "info,kaa_kpc=debug")
+            .env("RUST_LOG", log_filter)
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
@@ -106,10 +115,15 @@ impl Drop for Process {
 #[derive(Debug)]
 pub struct Platform {
     pub mqtt_port: u16,
+    /// The HTTP base of the REST APIs (EPR's process in cluster mode).
     pub http: String,
+    /// The HTTP base of the credential service's REST API (`http` under `kaa up`).
+    pub cm_http: String,
     pub processes: Vec<Process>,
     pub nats: Option<NatsServer>,
     pub dir: tempfile::TempDir,
+    /// The admin API's bearer token, sent by every REST helper below.
+    pub admin_token: String,
 }
 
 impl Platform {
@@ -120,15 +134,25 @@ impl Platform {
 
     /// `kaa up` with the data directory `{dir}/data` (reused if it exists).
     pub async fn up_in(dir: tempfile::TempDir) -> Platform {
-        Self::launch_up(dir, None).await
+        Self::launch_up(dir, None, DEFAULT_LOG_FILTER).await
+    }
+
+    /// `kaa up` with `RUST_LOG` set to `log_filter`.
+    pub async fn up_logging(log_filter: &str) -> Platform {
+        Self::launch_up(tempfile::tempdir().unwrap(), None, log_filter).await
     }
 
     /// `kaa up BLUEPRINT` (written to a file first).
     pub async fn up_with(blueprint: &str) -> Platform {
-        Self::launch_up(tempfile::tempdir().unwrap(), Some(blueprint)).await
+        Self::launch_up(tempfile::tempdir().unwrap(), Some(blueprint), DEFAULT_LOG_FILTER).await
     }
 
-    async fn launch_up(dir: tempfile::TempDir, blueprint: Option<&str>) -> Platform {
+    /// The data directory `kaa up` runs with.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    async fn launch_up(dir: tempfile::TempDir, blueprint: Option<&str>, log_filter: &str) -> Platform {
         let (mqtt_port, http_port) = (free_port(), free_port());
         let data = dir.path().join("data");
         let mqtt = format!("127.0.0.1:{mqtt_port}");
@@ -141,15 +165,23 @@ impl Platform {
             args.push(path.display().to_string());
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let up = Process::spawn("kaa-up", dir.path(), &args);
+        let up = Process::spawn_logging("kaa-up", dir.path(), &args, log_filter);
         let http = format!("http://{http}");
         wait_healthy(&http, &up).await;
+        // `kaa up` creates the token before it starts listening, so it exists once /health answers.
+        let token_file = data.join("admin-token");
+        let admin_token = std::fs::read_to_string(&token_file)
+            .unwrap_or_else(|e| panic!("{}: {e}", token_file.display()))
+            .trim()
+            .to_owned();
         Platform {
             mqtt_port,
+            cm_http: http.clone(),
             http,
             processes: vec![up],
             nats: None,
             dir,
+            admin_token,
         }
     }
 
@@ -172,13 +204,18 @@ impl Platform {
             .status()
             .unwrap();
         assert!(status.success(), "kaa render failed");
+        // What the operator will mount from a Secret: one token file for every process.
+        let admin_token = format!("cluster-admin-{}", free_port());
+        let token_file = dir.path().join("admin-token");
+        std::fs::write(&token_file, format!("{admin_token}\n")).unwrap();
 
         let mut processes = Vec::new();
-        let mut http = String::new();
-        for service in ["epr", "epmx", "kpc"] {
+        let (mut http, mut cm_http) = (String::new(), String::new());
+        // The credential service first: EPR provisions tokens through it, KPC validates with it.
+        for service in ["cm", "epr", "epmx", "kpc"] {
             let port = free_port();
             let config = configs.join(format!("{service}.json"));
-            let db = dir.path().join("epr.db");
+            let db = dir.path().join(format!("{service}.db"));
             let addr = format!("127.0.0.1:{port}");
             let mut args = vec![
                 "run",
@@ -189,42 +226,38 @@ impl Platform {
                 &nats.url,
             ];
             args.extend(["--http-addr", &addr]);
-            if service == "epr" {
+            args.extend(["--admin-token-file", token_file.to_str().unwrap()]);
+            if service == "epr" || service == "cm" {
                 args.extend(["--database", db.to_str().unwrap()]);
             }
             let process = Process::spawn(&format!("kaa-run-{service}"), dir.path(), &args);
             let base = format!("http://{addr}");
             wait_healthy(&base, &process).await;
             processes.push(process);
-            if service == "epr" {
-                http = base;
+            match service {
+                "epr" => http = base,
+                "cm" => cm_http = base,
+                _ => {}
             }
         }
         Platform {
             mqtt_port,
             http,
+            cm_http,
             processes,
             nats: Some(nats),
             dir,
+            admin_token,
         }
     }
 
     /// Registers an endpoint with a token over REST; returns its endpoint id.
     pub async fn register(&self, app_version: &str, token: &str) -> String {
         let body = json!({ "appVersion": { "name": app_version }, "endpointToken": token });
-        let response = reqwest::Client::new()
-            .post(format!("{}/epr/api/v1/endpoints", self.http))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            response.status(),
-            201,
-            "register {token}: {:?}",
-            response.text().await
-        );
-        let created: Value = response.json().await.unwrap();
+        let (status, created) = self
+            .request(reqwest::Method::POST, "/epr/api/v1/endpoints", Some(&body))
+            .await;
+        assert_eq!(status, 201, "register {token}: {created}");
         created["endpointId"]
             .as_str()
             .expect("endpointId in the 201 body")
@@ -233,11 +266,24 @@ impl Platform {
 
     /// GET a REST path (relative to the HTTP base) and return status and JSON body.
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let response = reqwest::Client::new()
-            .get(format!("{}{path}", self.http))
-            .send()
-            .await
-            .unwrap();
+        self.request(reqwest::Method::GET, path, None).await
+    }
+
+    /// A REST call with the admin token and an optional JSON body; returns status and JSON body
+    /// (`Null` when the body is not JSON). Paths under `/cm/` go to the credential service.
+    pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let base = if path.starts_with("/cm/") {
+            &self.cm_http
+        } else {
+            &self.http
+        };
+        let mut request = reqwest::Client::new()
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(&self.admin_token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
@@ -275,7 +321,7 @@ pub fn quickstart_with_mqtt(port: u16) -> String {
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../blueprints/quickstart.yaml"))
             .unwrap();
     quickstart.replace(
-        "    - kind: kpc\n",
+        "    - kind: kpc\n      config:\n        mqtt:\n",
         &format!("    - kind: kpc\n      config:\n        mqtt:\n          listen: 127.0.0.1:{port}\n"),
     )
 }

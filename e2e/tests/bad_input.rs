@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use kaa_e2e::{DEADLINE, Platform};
@@ -128,10 +128,15 @@ async fn bad_requests_get_documented_errors_and_the_platform_keeps_serving() {
 async fn a_client_vanishing_mid_request_does_not_hurt_anyone() {
     let platform = Platform::up().await;
     platform.register(AV, "ghost-token").await;
-    // Raw MQTT 3.1.1: CONNECT, then a QoS 1 request, then the socket closes before any reply.
+    // Raw MQTT 3.1.1: CONNECT, a QoS 1 request, then the socket closes before any reply.
     for _ in 0..20 {
         let mut socket = std::net::TcpStream::connect(("127.0.0.1", platform.mqtt_port)).unwrap();
         socket.write_all(&connect_packet("ghost")).unwrap();
+        // Read the CONNACK first: closing with unread data resets the connection, and a reset makes
+        // the server discard the request unread. Here the request is read, then the client is gone.
+        let mut connack = [0u8; 4];
+        socket.read_exact(&mut connack).unwrap();
+        assert_eq!(connack, [0x20, 2, 0, 0], "CONNACK accepted");
         socket
             .write_all(&publish_packet(
                 "kp1/demo_application_v1/epmx/ghost-token/update/keys/1",

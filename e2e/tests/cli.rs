@@ -58,7 +58,7 @@ fn render_writes_one_config_per_instance_and_run_checks_the_kind() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     files.sort();
-    assert_eq!(files, ["epmx.json", "epr.json", "kpc.json"]);
+    assert_eq!(files, ["cm.json", "epmx.json", "epr.json", "kpc.json"]);
     let kpc: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out_dir.join("kpc.json")).unwrap()).unwrap();
     assert_eq!(kpc["kind"], "kpc");

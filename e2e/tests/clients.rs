@@ -56,59 +56,77 @@ async fn a_device_written_like_the_official_kaa_client_reports_metadata() {
     );
 }
 
-#[tokio::test]
-async fn the_readme_walkthrough_works_with_mosquitto() {
-    let platform = Platform::up().await;
-    let created = Command::new("curl")
-        .args([
-            "-s",
-            "-X",
-            "POST",
-            &format!("{}/epr/api/v1/endpoints", platform.http),
-        ])
-        .args(["-H", "Content-Type: application/json"])
-        .args([
-            "-d",
-            r#"{"appVersion":{"name":"demo_application_v1"},"endpointToken":"my-meter"}"#,
-        ])
-        .output()
-        .unwrap();
-    let created: Value = serde_json::from_slice(&created.stdout).expect("curl got JSON back");
-    let endpoint_id = created["endpointId"].as_str().unwrap().to_owned();
+/// The README walkthrough's commands, one per element (continuation lines joined), as written.
+fn readme_walkthrough() -> Vec<String> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let section = readme
+        .split("## Walkthrough")
+        .nth(1)
+        .expect("README has a Walkthrough section");
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the walkthrough has a sh block");
+    let mut commands = Vec::new();
+    let mut current = String::new();
+    for line in block.lines().filter(|l| !l.trim_start().starts_with('#')) {
+        match line.strip_suffix('\\') {
+            Some(part) => current.push_str(part),
+            None => {
+                current.push_str(line);
+                commands.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    commands
+}
 
-    let port = platform.mqtt_port.to_string();
-    let topic = "kp1/demo_application_v1/epmx/my-meter/update/keys/1";
-    let rr = tokio::task::spawn_blocking(move || {
-        Command::new("mosquitto_rr")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-t",
-                topic,
-                "-e",
-                &format!("{topic}/status"),
-                "-W",
-                "5",
-            ])
-            .args(["-m", r#"{"model":"MySmartMeter A300","mac":"00-14-22-01-23-45"}"#])
+/// Runs a README command with `sh` against `platform` (its ports and data directory).
+async fn run_readme_command(platform: &Platform, command: &str, endpoint_id: &str) -> String {
+    let command = command
+        .replace("http://127.0.0.1:8000", &platform.http)
+        .replace("-p 1883", &format!("-p {}", platform.mqtt_port))
+        .replace("kaa-data/", &format!("{}/", platform.data_dir().display()))
+        .replace("ENDPOINT_ID", endpoint_id);
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("sh")
+            .args(["-c", &command])
             .output()
-            .expect("mosquitto_rr runs (make test installs mosquitto-clients)")
+            .expect("sh runs (make test installs mosquitto-clients; curl is needed too)")
     })
     .await
     .unwrap();
     assert!(
-        rr.status.success(),
-        "mosquitto_rr: {}",
-        String::from_utf8_lossy(&rr.stderr)
+        output.status.success(),
+        "README command failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn the_readme_walkthrough_works_with_curl_and_mosquitto() {
+    let platform = Platform::up().await;
+    let commands = readme_walkthrough();
+    assert_eq!(commands.len(), 4, "{commands:#?}");
+    assert!(
+        commands[0].starts_with("curl") && commands[0].contains("Authorization: Bearer"),
+        "{}",
+        commands[0]
     );
 
-    let (_, body) = platform
-        .get(&format!("/epr/api/v1/endpoints/{endpoint_id}/metadata"))
-        .await;
-    assert_eq!(
-        body,
-        json!({ "model": "MySmartMeter A300", "mac": "00-14-22-01-23-45" })
-    );
+    let created = run_readme_command(&platform, &commands[0], "").await;
+    let created: Value = serde_json::from_str(&created).expect("curl got JSON back");
+    let endpoint_id = created["endpointId"].as_str().unwrap().to_owned();
+
+    let status = run_readme_command(&platform, &commands[1], &endpoint_id).await;
+    assert_eq!(status.trim(), "", "the update's /status carries no payload");
+
+    let metadata = json!({ "model": "MySmartMeter A300", "mac": "00-14-22-01-23-45" });
+    let read = run_readme_command(&platform, &commands[2], &endpoint_id).await;
+    assert_eq!(serde_json::from_str::<Value>(&read).unwrap(), metadata);
+
+    let from_device = run_readme_command(&platform, &commands[3], &endpoint_id).await;
+    assert_eq!(serde_json::from_str::<Value>(&from_device).unwrap(), metadata);
 }

@@ -16,6 +16,7 @@ pub enum ServiceConfig {
     Kpc(KpcConfig),
     Epr(EprConfig),
     Epmx(EpmxConfig),
+    Cm(CmConfig),
 }
 
 impl ServiceConfig {
@@ -24,6 +25,7 @@ impl ServiceConfig {
             ServiceConfig::Kpc(c) => &c.instance,
             ServiceConfig::Epr(c) => &c.instance,
             ServiceConfig::Epmx(c) => &c.instance,
+            ServiceConfig::Cm(c) => &c.instance,
         }
     }
 
@@ -32,6 +34,7 @@ impl ServiceConfig {
             ServiceConfig::Kpc(_) => ServiceKind::Kpc,
             ServiceConfig::Epr(_) => ServiceKind::Epr,
             ServiceConfig::Epmx(_) => ServiceKind::Epmx,
+            ServiceConfig::Cm(_) => ServiceKind::Cm,
         }
     }
 }
@@ -45,12 +48,16 @@ impl ServiceConfig {
 pub struct KpcConfig {
     /// Instance name: originator of 9/ELCE events.
     pub instance: String,
-    /// Service instance that answers 16/ECAP endpoint token validation.
+    /// The credential service (16/ECAP provider): validates endpoint tokens and, at CONNECT,
+    /// client credentials; KPC follows its token and credential revocation events.
     pub token_provider: String,
     /// Every application version devices may use, with its application and extension instances.
     pub app_versions: BTreeMap<String, AppVersionRoute>,
     #[serde(default)]
     pub mqtt: MqttSettings,
+    /// MQTT over TLS; absent: no TLS listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtts: Option<MqttsSettings>,
     #[serde(default)]
     pub limits: KpcLimits,
 }
@@ -70,6 +77,8 @@ pub struct AppVersionRoute {
 pub struct KpcSettings {
     #[serde(default)]
     pub mqtt: MqttSettings,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtts: Option<MqttsSettings>,
     #[serde(default)]
     pub limits: KpcLimits,
 }
@@ -81,18 +90,77 @@ pub struct MqttSettings {
     /// Listen address, `host:port`.
     #[serde(default = "default_mqtt_listen")]
     pub listen: String,
+    /// How clients authenticate at CONNECT (default `password`).
+    #[serde(default)]
+    pub auth: ClientAuthMode,
 }
 
 impl Default for MqttSettings {
     fn default() -> Self {
         MqttSettings {
             listen: default_mqtt_listen(),
+            auth: ClientAuthMode::default(),
         }
     }
 }
 
 fn default_mqtt_listen() -> String {
     "0.0.0.0:1883".into()
+}
+
+/// MQTT (3.1.1 and 5) over TLS. Certificate and key files are PEM and re-read when they change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MqttsSettings {
+    /// Listen address, `host:port`.
+    #[serde(default = "default_mqtts_listen")]
+    pub listen: String,
+    /// The server certificate chain (PEM, leaf first).
+    pub cert_file: String,
+    /// The server private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
+    /// CA bundle (PEM) that client certificates must chain to; needed unless `clientCerts: none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<String>,
+    /// Whether clients present a certificate (default `none`).
+    #[serde(default)]
+    pub client_certs: ClientCertMode,
+    /// How clients authenticate at CONNECT (default `password`).
+    #[serde(default)]
+    pub auth: ClientAuthMode,
+}
+
+fn default_mqtts_listen() -> String {
+    "0.0.0.0:8883".into()
+}
+
+/// How a listener authenticates MQTT clients at CONNECT (asked of the credential provider over
+/// 16/ECAP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientAuthMode {
+    /// Anyone may connect: local development only (KPC warns loudly at start).
+    None,
+    /// MQTT username and password.
+    #[default]
+    Password,
+    /// A verified TLS client certificate (issuer + serial number), TLS listener only.
+    Certificate,
+    /// The certificate when one was presented, else username and password.
+    PasswordOrCertificate,
+}
+
+/// Whether the TLS listener asks clients for a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientCertMode {
+    /// Never asked for.
+    #[default]
+    None,
+    /// Verified against `clientCaFile` when presented; clients without one may still connect.
+    Optional,
+    /// A client without a valid certificate fails the TLS handshake.
+    Required,
 }
 
 /// Limits that protect the gateway.
@@ -109,6 +177,15 @@ pub struct KpcLimits {
     pub request_timeout_ms: u64,
     /// Time the token provider has to validate an endpoint token before the device gets `/error` 503.
     pub token_timeout_ms: u64,
+    /// Time the credential provider has to validate a client at CONNECT before the client is
+    /// refused with "server unavailable".
+    pub auth_timeout_ms: u64,
+    /// Failed CONNECTs allowed per source address (IPv6: per /64) and minute, as a token bucket;
+    /// beyond it CONNECTs are refused without asking the credential provider. 0: no limit.
+    pub failed_connects_per_minute: u32,
+    /// How long a validated endpoint token is reused across sessions before it is validated
+    /// again (revocation events drop it at once).
+    pub token_cache_ttl_ms: u64,
 }
 
 impl Default for KpcLimits {
@@ -119,6 +196,9 @@ impl Default for KpcLimits {
             connect_timeout_ms: 10_000,
             request_timeout_ms: 30_000,
             token_timeout_ms: 5_000,
+            auth_timeout_ms: 3_000,
+            failed_connects_per_minute: 30,
+            token_cache_ttl_ms: 60_000,
         }
     }
 }
@@ -134,16 +214,32 @@ pub struct EprConfig {
     pub instance: String,
     /// Applications and their versions; endpoints can only be registered against these versions.
     pub applications: Vec<EprApplication>,
+    /// The credential service that stores the `endpointToken` given at registration.
+    #[serde(default = "default_cm_instance")]
+    pub cm_instance: String,
+    /// How long registration waits for the credential service (then answers 503).
+    #[serde(default = "default_request_timeout")]
+    pub cm_timeout_ms: u64,
 }
 
 impl Default for EprConfig {
-    /// Instance `epr`, no applications.
+    /// Instance `epr` with credential service `cm`, no applications.
     fn default() -> Self {
         EprConfig {
             instance: ServiceKind::Epr.as_str().to_owned(),
             applications: Vec::new(),
+            cm_instance: default_cm_instance(),
+            cm_timeout_ms: default_request_timeout(),
         }
     }
+}
+
+fn default_cm_instance() -> String {
+    ServiceKind::Cm.as_str().to_owned()
+}
+
+fn default_request_timeout() -> u64 {
+    5_000
 }
 
 impl EprConfig {
@@ -244,6 +340,96 @@ fn default_epmx_max_in_flight() -> usize {
     256
 }
 
+// ---------------------------------------------------------------------------------------------
+// CM
+
+/// CM, the credential service: endpoint tokens and client credentials, the 16/ECAP provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CmConfig {
+    /// Service instance name: the `{instance}` of the bus subjects, the queue group and the
+    /// originator of revocation events.
+    pub instance: String,
+    /// The endpoint register: asked (19/EPMMP) which application an endpoint belongs to when a
+    /// token is issued over REST; its `unregistered` events delete the endpoint's tokens.
+    pub epr_instance: String,
+    /// Applications and their versions (as EPR has them): maps an endpoint's version to the
+    /// application that 16/ECAP requests name.
+    pub applications: Vec<EprApplication>,
+    /// How long to wait for EPR.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_ms: u64,
+    #[serde(default)]
+    pub password_hash: PasswordHashSettings,
+}
+
+impl Default for CmConfig {
+    /// Instance `cm` backed by EPR instance `epr`, no applications, default settings.
+    fn default() -> Self {
+        let CmSettings {
+            request_timeout_ms,
+            password_hash,
+        } = CmSettings::default();
+        CmConfig {
+            instance: ServiceKind::Cm.as_str().to_owned(),
+            epr_instance: ServiceKind::Epr.as_str().to_owned(),
+            applications: Vec::new(),
+            request_timeout_ms,
+            password_hash,
+        }
+    }
+}
+
+impl CmConfig {
+    /// The application an application version belongs to.
+    pub fn application_of(&self, app_version: &str) -> Option<&str> {
+        self.applications
+            .iter()
+            .find(|a| a.versions.iter().any(|v| v == app_version))
+            .map(|a| a.name.as_str())
+    }
+}
+
+/// What a Blueprint may set on a `cm` service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CmSettings {
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_ms: u64,
+    #[serde(default)]
+    pub password_hash: PasswordHashSettings,
+}
+
+impl Default for CmSettings {
+    fn default() -> Self {
+        CmSettings {
+            request_timeout_ms: default_request_timeout(),
+            password_hash: PasswordHashSettings::default(),
+        }
+    }
+}
+
+/// Cost of the argon2id hash of client passwords. The defaults are OWASP's minimum for argon2id
+/// (19 MiB, 2 passes, 1 lane); tests lower them, production may raise them. Changing them affects
+/// new passwords only: each stored hash records its own parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct PasswordHashSettings {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Default for PasswordHashSettings {
+    fn default() -> Self {
+        PasswordHashSettings {
+            memory_kib: 19 * 1024,
+            iterations: 2,
+            parallelism: 1,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,6 +468,33 @@ mod tests {
             ("epmx", "epr")
         );
         assert_eq!((epmx.request_timeout_ms, epmx.max_in_flight), (5_000, 256));
+        let cm = CmConfig::default();
+        assert_eq!((cm.instance.as_str(), cm.epr_instance.as_str()), ("cm", "epr"));
+        assert_eq!(EprConfig::default().cm_instance, "cm");
+    }
+
+    #[test]
+    fn cm_config_defaults_its_settings_and_rejects_unknown_fields() {
+        let cfg: CmConfig = serde_json::from_str(
+            r#"{"instance":"cm","eprInstance":"epr","applications":[{"name":"a","versions":["a1"]}],
+                "passwordHash":{"memoryKib":64,"iterations":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.request_timeout_ms, 5_000);
+        assert_eq!(
+            cfg.password_hash,
+            PasswordHashSettings {
+                memory_kib: 64,
+                iterations: 1,
+                parallelism: 1
+            }
+        );
+        assert_eq!(cfg.application_of("a1"), Some("a"));
+        assert_eq!(cfg.application_of("b1"), None);
+        assert!(serde_json::from_str::<CmSettings>(r#"{"passwordHash":{"memory":1}}"#).is_err());
+        assert!(serde_json::from_str::<CmSettings>(r#"{"timeout":1}"#).is_err());
+        let epr: EprConfig = serde_json::from_str(r#"{"instance":"epr","applications":[]}"#).unwrap();
+        assert_eq!(epr, EprConfig::default());
     }
 
     #[test]

@@ -31,6 +31,22 @@ pub(crate) fn render_checked(blueprint: &Blueprint, p: &mut Problems) -> Vec<Ren
         .find(|s| s.kind == ServiceKind::Epr)
         .map(|s| s.instance_name().to_owned());
     let epr = epr.unwrap_or_else(|| ServiceKind::Epr.as_str().to_owned());
+    let cm = spec
+        .services
+        .iter()
+        .find(|s| s.kind == ServiceKind::Cm)
+        .map_or_else(
+            || ServiceKind::Cm.as_str().to_owned(),
+            |s| s.instance_name().to_owned(),
+        );
+    let applications: Vec<EprApplication> = spec
+        .applications
+        .iter()
+        .map(|a| EprApplication {
+            name: a.name.clone(),
+            versions: a.versions.iter().map(|v| v.name.clone()).collect(),
+        })
+        .collect();
     let app_versions: BTreeMap<String, AppVersionRoute> = spec
         .applications
         .iter()
@@ -52,24 +68,28 @@ pub(crate) fn render_checked(blueprint: &Blueprint, p: &mut Problems) -> Vec<Ren
             ServiceKind::Kpc => settings::<KpcSettings>(service, i, p).map(|s| {
                 ServiceConfig::Kpc(KpcConfig {
                     instance,
-                    token_provider: epr.clone(),
+                    token_provider: cm.clone(),
                     app_versions: app_versions.clone(),
                     mqtt: s.mqtt,
+                    mqtts: s.mqtts,
                     limits: s.limits,
                 })
             }),
             ServiceKind::Epr => settings::<EprSettings>(service, i, p).map(|EprSettings {}| {
-                let applications = spec
-                    .applications
-                    .iter()
-                    .map(|a| EprApplication {
-                        name: a.name.clone(),
-                        versions: a.versions.iter().map(|v| v.name.clone()).collect(),
-                    })
-                    .collect();
                 ServiceConfig::Epr(EprConfig {
                     instance,
-                    applications,
+                    applications: applications.clone(),
+                    cm_instance: cm.clone(),
+                    ..EprConfig::default()
+                })
+            }),
+            ServiceKind::Cm => settings::<CmSettings>(service, i, p).map(|s| {
+                ServiceConfig::Cm(CmConfig {
+                    instance,
+                    epr_instance: epr.clone(),
+                    applications: applications.clone(),
+                    request_timeout_ms: s.request_timeout_ms,
+                    password_hash: s.password_hash,
                 })
             }),
             ServiceKind::Epmx => settings::<EpmxSettings>(service, i, p).map(|s| {
@@ -111,13 +131,43 @@ mod tests {
                 _ => None,
             })
             .unwrap();
-        assert_eq!(kpc.token_provider, "epr");
+        assert_eq!(kpc.token_provider, "cm");
         let route = &kpc.app_versions["demo_application_v1"];
         assert_eq!(route.application, "demo_application");
         assert!(route.extensions.contains(&"epmx".to_owned()));
         assert_eq!(kpc.limits, KpcLimits::default());
         let kinds: Vec<_> = rendered.iter().map(|r| r.config.kind()).collect();
         assert!(kinds.contains(&ServiceKind::Epr) && kinds.contains(&ServiceKind::Epmx));
+        assert!(kinds.contains(&ServiceKind::Cm));
+    }
+
+    #[test]
+    fn cm_is_wired_to_kpc_epr_and_gets_its_settings() {
+        let mut bp = Blueprint::quickstart();
+        let cm = bp
+            .spec
+            .services
+            .iter_mut()
+            .find(|s| s.kind == ServiceKind::Cm)
+            .unwrap();
+        cm.name = Some("creds".into());
+        cm.config = serde_json::from_str(r#"{"passwordHash":{"memoryKib":64,"iterations":1}}"#).unwrap();
+        let rendered = render(&bp).unwrap();
+        let configs: Vec<&ServiceConfig> = rendered.iter().map(|r| &r.config).collect();
+        let Some(ServiceConfig::Cm(c)) = configs.iter().find(|c| c.kind() == ServiceKind::Cm) else {
+            panic!("no cm")
+        };
+        assert_eq!((c.instance.as_str(), c.epr_instance.as_str()), ("creds", "epr"));
+        assert_eq!((c.password_hash.memory_kib, c.password_hash.iterations), (64, 1));
+        assert_eq!(c.application_of("demo_application_v1"), Some("demo_application"));
+        let Some(ServiceConfig::Kpc(k)) = configs.iter().find(|c| c.kind() == ServiceKind::Kpc) else {
+            panic!("no kpc")
+        };
+        assert_eq!(k.token_provider, "creds");
+        let Some(ServiceConfig::Epr(e)) = configs.iter().find(|c| c.kind() == ServiceKind::Epr) else {
+            panic!("no epr")
+        };
+        assert_eq!(e.cm_instance, "creds");
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub struct Metadata {
 pub struct BlueprintSpec {
     /// Applications; each has versions, and each version is served by extension instances.
     pub applications: Vec<Application>,
-    /// Service instances; at least one `kpc` and one `epr`.
+    /// Service instances; at least one `kpc`, exactly one `epr` and exactly one `cm`.
     pub services: Vec<ServiceInstance>,
 }
 
@@ -90,20 +90,28 @@ impl ServiceInstance {
 pub enum ServiceKind {
     /// The 1/KP gateway.
     Kpc,
-    /// The endpoint register (also answers endpoint token validation for now).
+    /// The endpoint register.
     Epr,
     /// The 10/EPMP endpoint metadata extension.
     Epmx,
+    /// The credential service: endpoint tokens and client credentials (the 16/ECAP provider).
+    Cm,
 }
 
 impl ServiceKind {
-    pub const ALL: [ServiceKind; 3] = [ServiceKind::Kpc, ServiceKind::Epr, ServiceKind::Epmx];
+    pub const ALL: [ServiceKind; 4] = [
+        ServiceKind::Kpc,
+        ServiceKind::Epr,
+        ServiceKind::Epmx,
+        ServiceKind::Cm,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             ServiceKind::Kpc => "kpc",
             ServiceKind::Epr => "epr",
             ServiceKind::Epmx => "epmx",
+            ServiceKind::Cm => "cm",
         }
     }
 

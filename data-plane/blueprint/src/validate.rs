@@ -120,6 +120,12 @@ impl Blueprint {
                 "needs exactly one `epr` service (the endpoint register)",
             );
         }
+        if count(ServiceKind::Cm) != 1 {
+            p.fail(
+                "spec.services",
+                "needs exactly one `cm` service (the credential service: endpoint tokens and client credentials)",
+            );
+        }
         instances
     }
 
@@ -198,6 +204,7 @@ spec:
     - { kind: kpc }
     - { kind: epr }
     - { kind: epmx }
+    - { kind: cm }
 "#;
 
     #[test]
@@ -223,7 +230,8 @@ spec:
         let yaml = GOOD
             .replace("kaa-rs.dev/v1alpha1", "v1")
             .replace("extensions: [epmx]", "extensions: [epmx, dcx, epr]")
-            .replace("- { kind: kpc }", "- { kind: epr, replicas: 0 }");
+            .replace("- { kind: kpc }", "- { kind: epr, replicas: 0 }")
+            .replace("- { kind: cm }", "- { kind: cm }\n    - { kind: cm, name: cm2 }");
         let errs = errors(&yaml);
         let expected = [
             "apiVersion: must be `kaa-rs.dev/v1alpha1`, not `v1`",
@@ -231,6 +239,7 @@ spec:
             "spec.services[0].replicas: must be between 1 and 1000",
             "spec.services: needs a `kpc` service: without a gateway no device can connect",
             "spec.services: needs exactly one `epr` service (the endpoint register)",
+            "spec.services: needs exactly one `cm` service (the credential service: endpoint tokens and client credentials)",
             "spec.applications[0].versions[0].extensions[1]: no service instance named `dcx` in spec.services",
             "spec.applications[0].versions[0].extensions[2]: `epr` is a `epr` service, not an extension devices can use",
         ];

@@ -9,12 +9,13 @@ use kaa_blueprint::config::ServiceConfig;
 use kaa_bus::Bus;
 use kaa_store::Store;
 
+use crate::http::AdminToken;
 use crate::services::{Platform, ServiceContext};
 
 /// Run one service instance against NATS.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The kind of service the config file is for (kpc, epr, epmx).
+    /// The kind of service the config file is for (kpc, epr, epmx, cm).
     kind: ServiceKind,
     /// The instance's config file (JSON or YAML), as written by `kaa render`.
     #[arg(long)]
@@ -28,6 +29,10 @@ pub struct Args {
     /// Management listener: `/health` and the service's REST API.
     #[arg(long, default_value = "0.0.0.0:9000", env = "KAA_HTTP_ADDR")]
     http_addr: String,
+    /// The file holding the admin API's bearer token (in Kubernetes, a mounted Secret). Required
+    /// for services with a REST API (epr, cm); without it the others answer only `/health`.
+    #[arg(long, env = "KAA_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
     /// This replica's id (names its bus subjects); defaults to the host name plus a random suffix.
     #[arg(long, env = "KAA_REPLICA_ID")]
     replica_id: Option<String>,
@@ -45,13 +50,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         config.kind(),
         args.kind
     );
+    let admin_token = match &args.admin_token_file {
+        Some(path) => Some(AdminToken::read(path)?),
+        None if serves_rest(config.kind()) => anyhow::bail!(
+            "a `{}` service serves a REST API and needs --admin-token-file FILE (or \
+             KAA_ADMIN_TOKEN_FILE): the file holds the bearer token API clients must send",
+            config.kind()
+        ),
+        None => None,
+    };
     let store = match (&args.database, config.kind()) {
         (Some(path), _) => Some(
             Store::open(path)
                 .await
                 .with_context(|| format!("cannot open {}", path.display()))?,
         ),
-        (None, ServiceKind::Epr) => anyhow::bail!("an `epr` service needs --database FILE"),
+        (None, kind @ (ServiceKind::Epr | ServiceKind::Cm)) => {
+            anyhow::bail!("a `{kind}` service needs --database FILE")
+        }
         (None, _) => None,
     };
     let bus = Bus::connect_nats(&args.nats_url)
@@ -63,7 +79,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     });
     let context = ServiceContext::new(bus.clone(), store.clone(), &replica);
     let platform = Platform::start(vec![config], &context).await?;
-    let app = crate::http::health(bus).merge(platform.router());
+    let app = crate::http::app(bus, platform.router(), admin_token);
     let (http_addr, http) = crate::http::serve(&args.http_addr, app, context.shutdown.clone()).await?;
     tracing::info!(%http_addr, replica, kind = %args.kind, "service running");
 
@@ -74,4 +90,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         store.close().await;
     }
     Ok(())
+}
+
+/// Whether instances of `kind` serve a REST API. Deny-by-default: a new kind needs the admin token
+/// until it is listed here as having no API.
+fn serves_rest(kind: ServiceKind) -> bool {
+    !matches!(kind, ServiceKind::Kpc | ServiceKind::Epmx)
 }

@@ -8,7 +8,7 @@ use axum::Router;
 use kaa_blueprint::config::ServiceConfig;
 use kaa_bus::Bus;
 use kaa_kpc::Kpc;
-use kaa_services::{epmx, epr};
+use kaa_services::{cm, epmx, epr};
 use kaa_store::Store;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -63,12 +63,25 @@ impl Platform {
             match config {
                 ServiceConfig::Epr(config) => {
                     let store = ctx.store(&instance)?;
-                    let state = epr::EprState::new(store.clone(), config.clone())?;
+                    let state = epr::EprState::new(store.clone(), ctx.bus.clone(), config.clone())?
+                        .with_replica(&format!("{instance}-{}", ctx.replica));
                     platform.router = platform.router.merge(epr::router(state));
                     let (bus, stop) = (ctx.bus.clone(), ctx.shutdown.clone());
                     platform.tasks.spawn(async move {
                         if let Err(e) = epr::serve(bus, store, config, stop).await {
                             tracing::error!(error = %e, "EPR stopped");
+                        }
+                    });
+                }
+                ServiceConfig::Cm(config) => {
+                    let store = ctx.store(&instance)?;
+                    let state = cm::CmState::new(store, ctx.bus.clone(), config)?
+                        .with_replica(&format!("{instance}-{}", ctx.replica));
+                    platform.router = platform.router.merge(cm::router(state.clone()));
+                    let stop = ctx.shutdown.clone();
+                    platform.tasks.spawn(async move {
+                        if let Err(e) = cm::serve(state, stop).await {
+                            tracing::error!(error = %e, "CM stopped");
                         }
                     });
                 }

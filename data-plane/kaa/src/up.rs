@@ -1,7 +1,11 @@
 //! `kaa up`: every service of a Blueprint in this process, on the in-process bus, with SQLite
 //! in a data directory. The same service code as a cluster, minus NATS and Kubernetes.
+//!
+//! The data directory also holds `admin-token`, the bearer token of the REST APIs: created on
+//! first start (owner-only, never overwritten), reused afterwards.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use kaa_blueprint::Blueprint;
@@ -9,14 +13,18 @@ use kaa_blueprint::config::ServiceConfig;
 use kaa_bus::Bus;
 use kaa_store::Store;
 
+use crate::http::AdminToken;
 use crate::services::{Platform, ServiceContext};
+
+/// The admin token's file name inside the data directory.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 
 /// Run a whole Blueprint in this process (no NATS, no cluster needed).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The Blueprint file to run; without it, the bundled quickstart (blueprints/quickstart.yaml).
     blueprint: Option<PathBuf>,
-    /// Where endpoints, tokens and metadata are kept between runs.
+    /// Where endpoints, tokens and metadata are kept between runs, and the admin token.
     #[arg(long, default_value = "kaa-data", env = "KAA_DATA_DIR")]
     data_dir: PathBuf,
     /// MQTT listener (plain TCP) of the gateway.
@@ -51,6 +59,12 @@ pub async fn up(args: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create the data directory {}", args.data_dir.display()))?;
     let db = args.data_dir.join("kaa.db");
+    let token_path = args.data_dir.join(ADMIN_TOKEN_FILE);
+    let created = ensure_admin_token(&token_path)?;
+    let admin_token = AdminToken::read(&token_path)?;
+    if created {
+        tracing::info!(path = %token_path.display(), "created the admin token");
+    }
     let store = Store::open(&db)
         .await
         .with_context(|| format!("cannot open {}", db.display()))?;
@@ -58,9 +72,9 @@ pub async fn up(args: Args) -> anyhow::Result<()> {
     let context = ServiceContext::new(bus.clone(), Some(store.clone()), "local");
     let platform = Platform::start(configs, &context).await?;
 
-    let app = crate::http::health(bus).merge(platform.router());
+    let app = crate::http::app(bus, platform.router(), Some(admin_token));
     let (http_addr, http) = crate::http::serve(&args.http_addr, app, context.shutdown.clone()).await?;
-    print_banner(&blueprint, &platform, http_addr, &args);
+    print_banner(&blueprint, &platform, http_addr, &token_path, created);
 
     crate::shutdown_signal().await;
     platform.stop(&context).await;
@@ -70,7 +84,13 @@ pub async fn up(args: Args) -> anyhow::Result<()> {
 }
 
 #[allow(clippy::print_stdout)] // the banner is the command's output
-fn print_banner(blueprint: &Blueprint, platform: &Platform, http: std::net::SocketAddr, args: &Args) {
+fn print_banner(
+    blueprint: &Blueprint,
+    platform: &Platform,
+    http: std::net::SocketAddr,
+    token_path: &Path,
+    created: bool,
+) {
     let mqtt = platform
         .mqtt_addr()
         .map(|a| a.to_string())
@@ -87,20 +107,150 @@ fn print_banner(blueprint: &Blueprint, platform: &Platform, http: std::net::Sock
         .find(|v| v.extensions.iter().any(|e| e == "epmx"))
         .map(|v| v.name.as_str())
         .unwrap_or("APP_VERSION");
+    let token = shell_word(&token_path.display().to_string());
+    let auth = format!(r#"-H "Authorization: Bearer $(cat {token})""#);
+    let token_note = if created {
+        "created now"
+    } else {
+        "kept from an earlier run"
+    };
     println!(
         r#"kaa-rs is up: Blueprint `{name}`
   MQTT  {mqtt}   (client authentication is OFF: for local development only)
   HTTP  http://{http}   REST /epr/api/v1, health /health
-  data  {data}
+  admin {token}   ({token_note}: every REST call needs `Authorization: Bearer <its content>`;
+        keep it secret, delete it and restart to get a new one)
 
 Connect a device (Ctrl-C stops the platform):
   curl -s -X POST http://{http}/epr/api/v1/endpoints -H 'Content-Type: application/json' \
+    {auth} \
     -d '{{"appVersion":{{"name":"{app_version}"}},"endpointToken":"my-meter"}}'
   mosquitto_rr -h {host} -p {port} -t kp1/{app_version}/epmx/my-meter/update/keys/1 \
     -e kp1/{app_version}/epmx/my-meter/update/keys/1/status -W 5 \
     -m '{{"model":"MySmartMeter A300","mac":"00-14-22-01-23-45"}}'
-  curl -s http://{http}/epr/api/v1/endpoints?applicationVersionName={app_version}"#,
+  curl -s {auth} \
+    'http://{http}/epr/api/v1/endpoints?applicationVersionName={app_version}'"#,
         name = blueprint.metadata.name,
-        data = args.data_dir.display(),
     );
+}
+
+/// `word` as one shell word: unchanged when it has nothing the shell would interpret.
+fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:@%,=".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// Creates the admin token file at `path` unless it exists; returns whether it was created.
+///
+/// A new token is 32 random bytes, base64url without padding. It is written to a private
+/// temporary file (mode 0600 from the start, no window where others could read it) and then
+/// hard-linked into place: the link appears complete or not at all, and never replaces a file
+/// someone else put there meanwhile.
+pub fn ensure_admin_token(path: &Path) -> anyhow::Result<bool> {
+    use base64::Engine as _;
+
+    if path.exists() {
+        warn_if_readable_by_others(path);
+        return Ok(false);
+    }
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret)
+        .map_err(|e| anyhow::anyhow!("cannot get random bytes for the admin token: {e}"))?;
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+
+    let file_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(ADMIN_TOKEN_FILE);
+    let tmp = path.with_file_name(format!(".{file_name}.{}.tmp", std::process::id()));
+    let written =
+        write_private(&tmp, format!("{token}\n").as_bytes()).and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    match written {
+        Ok(()) => Ok(true),
+        // Another `kaa up` on this data directory won the race: use its token.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("cannot create the admin token file {}", path.display())),
+    }
+}
+
+/// Writes a new file only its owner can read (fails if it exists).
+fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+fn warn_if_readable_by_others(path: &Path) {
+    #[cfg(unix)]
+    if let Ok(meta) = std::fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt as _;
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                path = %path.display(),
+                "the admin token file is readable by other users; `chmod 600` it"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_token_is_created_once_private_and_random() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(ADMIN_TOKEN_FILE);
+        assert!(ensure_admin_token(&path).unwrap());
+        let token = std::fs::read_to_string(&path).unwrap();
+        let token = token.strip_suffix('\n').unwrap();
+        assert_eq!(token.len(), 43, "32 bytes in base64url without padding: {token}");
+        assert!(
+            token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // Nothing but the token file is left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+
+        assert!(!ensure_admin_token(&path).unwrap());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{token}\n"));
+
+        let other = dir.path().join("other-token");
+        ensure_admin_token(&other).unwrap();
+        assert_ne!(std::fs::read_to_string(&other).unwrap(), format!("{token}\n"));
+    }
+
+    #[test]
+    fn an_existing_token_file_is_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(ADMIN_TOKEN_FILE);
+        std::fs::write(&path, "chosen-by-the-operator").unwrap();
+        assert!(!ensure_admin_token(&path).unwrap());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "chosen-by-the-operator");
+    }
+
+    #[test]
+    fn paths_are_quoted_for_the_shell_only_when_needed() {
+        assert_eq!(shell_word("kaa-data/admin-token"), "kaa-data/admin-token");
+        assert_eq!(shell_word("/my data/admin-token"), "'/my data/admin-token'");
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
+    }
 }

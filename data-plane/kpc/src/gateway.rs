@@ -10,8 +10,15 @@
 //!    request by correlation id;
 //! 4. routes each `ExtensionData` back: by correlation id to the session that asked, else (a push)
 //!    to every session acting for that endpoint. Nothing ever reaches another client.
+//!
+//! It also applies 16/ECAP revocations: a revoked endpoint token is forgotten by every session
+//! (the next request with it is validated again, and refused), a session left acting for no
+//! endpoint is ended, and every session of a revoked client credential is ended at once.
+//!
+//! Logs name token ids, endpoint ids and credential ids, never token values: a topic is logged
+//! only up to its extension level.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -28,7 +35,9 @@ use kaa_protocol::topic::RequestTopic;
 use kaa_protocol::{now_millis, subject};
 use rmqtt_codec::types::QoS;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
+use crate::auth::{Authenticator, ClientIdentity};
 use crate::tokens::{Identified, TokenError, TokenResolver};
 
 /// Identifies one client connection within this replica.
@@ -45,17 +54,34 @@ pub struct Outbound {
     pub qos: QoS,
 }
 
+/// A session as its transport sees it.
+#[derive(Debug)]
+pub struct SessionHandle {
+    pub id: SessionId,
+    /// What to send to the client.
+    pub outbound: mpsc::Receiver<Outbound>,
+    /// Cancelled when the session must end now: its credential or its only endpoint was revoked.
+    pub revoked: CancellationToken,
+}
+
 /// Shared state of one KPC replica.
 #[derive(Debug)]
 pub struct Gateway {
     config: KpcConfig,
     bus: Bus,
     tokens: TokenResolver,
+    auth: Authenticator,
     replica_id: String,
     reply_subject: String,
     next_id: AtomicU64,
     state: Mutex<State>,
+    /// Credentials revoked lately: a CONNECT whose answer was in flight across the revocation
+    /// must not open a session after the event was applied.
+    recently_revoked: Mutex<VecDeque<(Instant, String)>>,
 }
+
+/// Recently revoked credentials kept at most (they also expire, see `forget_after`).
+const RECENTLY_REVOKED: usize = 4096;
 
 #[derive(Debug, Default)]
 struct State {
@@ -72,6 +98,9 @@ struct Session {
     /// Endpoint tokens this session identified, and the reverse map used to address pushes.
     tokens: HashMap<String, Identified>,
     endpoint_tokens: HashMap<String, String>,
+    /// The authenticated client, if the listener authenticates.
+    client: Option<ClientIdentity>,
+    revoked: CancellationToken,
 }
 
 #[derive(Debug)]
@@ -91,16 +120,29 @@ impl Gateway {
             bus.clone(),
             config.token_provider.clone(),
             Duration::from_millis(config.limits.token_timeout_ms),
+            Duration::from_millis(config.limits.token_cache_ttl_ms),
+        );
+        let auth = Authenticator::new(
+            bus.clone(),
+            &config.token_provider,
+            Duration::from_millis(config.limits.auth_timeout_ms),
+            config.limits.failed_connects_per_minute,
         );
         Arc::new(Gateway {
             config,
             bus,
             tokens,
+            auth,
             replica_id,
             reply_subject,
             next_id: AtomicU64::new(1),
             state: Mutex::default(),
+            recently_revoked: Mutex::default(),
         })
+    }
+
+    pub(crate) fn authenticator(&self) -> &Authenticator {
+        &self.auth
     }
 
     pub fn config(&self) -> &KpcConfig {
@@ -118,17 +160,54 @@ impl Gateway {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Registers a new client session; the receiver yields what to send to the client.
-    pub fn open_session(&self) -> (SessionId, mpsc::Receiver<Outbound>) {
+    /// Registers a new client session. `None` if the client's credential was revoked while it
+    /// was being authenticated.
+    pub fn open_session(&self, client: Option<ClientIdentity>) -> Option<SessionHandle> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let revoked = CancellationToken::new();
         let session = Session {
             tx,
             tokens: HashMap::new(),
             endpoint_tokens: HashMap::new(),
+            client,
+            revoked: revoked.clone(),
         };
-        self.state().sessions.insert(id, session);
-        (id, rx)
+        // Checked under the session lock that `revoke_credential` records under, so a revocation
+        // either finds this session or is found here.
+        let mut state = self.state();
+        if let Some(c) = &session.client
+            && self.was_revoked_lately(&c.credential_id)
+        {
+            return None;
+        }
+        state.sessions.insert(id, session);
+        Some(SessionHandle {
+            id,
+            outbound: rx,
+            revoked,
+        })
+    }
+
+    fn recently_revoked(&self) -> MutexGuard<'_, VecDeque<(Instant, String)>> {
+        self.recently_revoked
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// How long a revoked credential is remembered: longer than any CONNECT can be in flight.
+    fn forget_after(&self) -> Duration {
+        Duration::from_millis(self.config.limits.auth_timeout_ms.saturating_mul(2))
+            .max(Duration::from_secs(10))
+    }
+
+    fn was_revoked_lately(&self, credential_id: &str) -> bool {
+        let mut recent = self.recently_revoked();
+        let forget_after = self.forget_after();
+        while recent.front().is_some_and(|(at, _)| at.elapsed() > forget_after) {
+            recent.pop_front();
+        }
+        recent.iter().any(|(_, id)| id == credential_id)
     }
 
     /// Forgets a session and announces its endpoints as disconnected (one 9/ELCE event).
@@ -158,7 +237,13 @@ impl Gateway {
     /// Handles one PUBLISH from a client. Errors are answered on `{topic}/error`.
     pub async fn handle_publish(&self, session: SessionId, topic: &str, payload: Bytes, qos: QoS) {
         if let Err(error) = self.forward(session, topic, payload, qos).await {
-            tracing::debug!(session, topic, code = error.status_code, reason = %error.reason_phrase, "refused");
+            tracing::debug!(
+                session,
+                topic = loggable(topic),
+                code = error.status_code,
+                reason = %error.reason_phrase,
+                "refused"
+            );
             if can_answer(topic) {
                 self.send(
                     session,
@@ -209,6 +294,7 @@ impl Gateway {
         let endpoint = self
             .identify(session, &route.application, request.app_version, token)
             .await?;
+        let endpoint_id = endpoint.endpoint_id.clone();
 
         let correlation_id = format!(
             "{}-{}",
@@ -220,7 +306,7 @@ impl Gateway {
             timestamp: now_millis(),
             timeout: self.config.limits.request_timeout_ms as i64,
             app_version_name: request.app_version.to_owned(),
-            endpoint_id: Some(endpoint.endpoint_id),
+            endpoint_id: Some(endpoint_id),
             resource_path: resource_path.to_owned(),
             request_id: request.request_id,
             payload: payload.to_vec(),
@@ -250,7 +336,8 @@ impl Gateway {
         Ok(())
     }
 
-    /// Resolves a token for a session: from the session's cache, else through 16/ECAP.
+    /// Resolves a token for a session: from the session's cache, else through 16/ECAP (with the
+    /// replica-wide cache in front).
     async fn identify(
         &self,
         session: SessionId,
@@ -263,25 +350,43 @@ impl Gateway {
             .sessions
             .get(&session)
             .and_then(|s| s.tokens.get(token))
+            .filter(|known| known.application == app)
         {
-            return Ok(known.clone());
+            return Ok(Identified {
+                app_version: app_version.to_owned(),
+                ..known.clone()
+            });
         }
-        let identified = self
-            .tokens
-            .resolve(app, app_version, token)
-            .await
-            .map_err(|e| match e {
-                TokenError::Unknown => KpError::new(401, "unknown or invalid endpoint token"),
-                TokenError::Unavailable(why) => {
-                    tracing::warn!(%why, "endpoint token validation failed");
-                    KpError::new(
-                        503,
-                        "the endpoint token could not be validated now; try again later",
-                    )
-                }
-            })?;
+        // A revocation while the answer was in flight may have missed it: ask again, a few times,
+        // and in the end use the answer without keeping it.
+        let mut attempts = 0;
+        let (identified, generation) = loop {
+            attempts += 1;
+            let generation = self.tokens.generation();
+            let identified = self
+                .tokens
+                .resolve(app, app_version, token)
+                .await
+                .map_err(|e| match e {
+                    TokenError::Unknown => KpError::new(401, "unknown or invalid endpoint token"),
+                    TokenError::Refused(reason) => KpError::new(403, reason),
+                    TokenError::Unavailable(why) => {
+                        tracing::warn!(%why, "endpoint token validation failed");
+                        KpError::new(
+                            503,
+                            "the endpoint token could not be validated now; try again later",
+                        )
+                    }
+                })?;
+            if self.tokens.generation() == generation || attempts >= 3 {
+                break (identified, generation);
+            }
+        };
         let newly_connected = {
             let mut state = self.state();
+            if self.tokens.generation() != generation {
+                return Ok(identified);
+            }
             let Some(s) = state.sessions.get_mut(&session) else {
                 return Err(KpError::new(410, "the session ended"));
             };
@@ -314,7 +419,103 @@ impl Gateway {
         Ok(identified)
     }
 
-    async fn announce_disconnected(&self, endpoints: std::collections::BTreeMap<String, String>) {
+    /// Applies an `EndpointTokenRevokedEvent`: the tokens are forgotten everywhere in this replica,
+    /// each session loses the endpoint they named (announced as disconnected), and a session left
+    /// acting for no endpoint is ended. Returns how many sessions were ended.
+    pub async fn revoke_tokens(&self, endpoint_id: &str, token_ids: &[String]) -> usize {
+        let ids: HashSet<&str> = token_ids.iter().map(String::as_str).collect();
+        // First the shared cache (bumping the generation), then the sessions: see `identify`.
+        let cached = self.tokens.revoke(&ids);
+        let mut lost = BTreeMap::new();
+        let mut ended = 0;
+        {
+            let mut state = self.state();
+            let State {
+                sessions, endpoints, ..
+            } = &mut *state;
+            for (&id, session) in sessions.iter_mut() {
+                let revoked: Vec<String> = session
+                    .tokens
+                    .iter()
+                    .filter(|(_, i)| ids.contains(i.token_id.as_str()))
+                    .map(|(token, _)| token.clone())
+                    .collect();
+                if revoked.is_empty() {
+                    continue;
+                }
+                for token in revoked {
+                    let Some(gone) = session.tokens.remove(&token) else {
+                        continue;
+                    };
+                    if session.endpoint_tokens.get(&gone.endpoint_id) != Some(&token) {
+                        continue;
+                    }
+                    // Another token of this session may still name the endpoint.
+                    let other = session
+                        .tokens
+                        .iter()
+                        .find(|(_, i)| i.endpoint_id == gone.endpoint_id)
+                        .map(|(t, _)| t.clone());
+                    match other {
+                        Some(other) => {
+                            session.endpoint_tokens.insert(gone.endpoint_id.clone(), other);
+                        }
+                        None => {
+                            session.endpoint_tokens.remove(&gone.endpoint_id);
+                            if let Some(ids) = endpoints.get_mut(&gone.endpoint_id) {
+                                ids.retain(|s| *s != id);
+                                if ids.is_empty() {
+                                    endpoints.remove(&gone.endpoint_id);
+                                }
+                            }
+                            lost.insert(gone.endpoint_id.clone(), gone.app_version.clone());
+                        }
+                    }
+                }
+                if session.endpoint_tokens.is_empty() {
+                    session.revoked.cancel();
+                    ended += 1;
+                }
+            }
+        }
+        tracing::info!(
+            endpoint_id,
+            token_ids = ?token_ids,
+            cached,
+            sessions_ended = ended,
+            "endpoint tokens revoked"
+        );
+        self.announce_disconnected(lost).await;
+        ended
+    }
+
+    /// Applies a `ClientCredentialRevokedEvent`: every session of that credential ends now, and a
+    /// CONNECT authenticated just before the event is refused. Returns how many sessions ended.
+    pub fn revoke_credential(&self, credential_id: &str) -> usize {
+        let state = self.state();
+        {
+            let mut recent = self.recently_revoked();
+            if recent.len() >= RECENTLY_REVOKED {
+                recent.pop_front();
+            }
+            recent.push_back((Instant::now(), credential_id.to_owned()));
+        }
+        let mut ended = 0;
+        for session in state.sessions.values() {
+            if session
+                .client
+                .as_ref()
+                .is_some_and(|c| c.credential_id == credential_id)
+            {
+                session.revoked.cancel();
+                ended += 1;
+            }
+        }
+        tracing::info!(credential_id, sessions_ended = ended, "client credential revoked");
+        ended
+    }
+
+    async fn announce_disconnected(&self, endpoints: BTreeMap<String, String>) {
         if endpoints.is_empty() {
             return;
         }
@@ -439,6 +640,14 @@ impl Gateway {
                 p.qos,
             );
         }
+    }
+}
+
+/// A topic as far as it may be logged: up to the extension level, never the endpoint token.
+fn loggable(topic: &str) -> &str {
+    match topic.match_indices('/').nth(2) {
+        Some((end, _)) => &topic[..end],
+        None => topic,
     }
 }
 

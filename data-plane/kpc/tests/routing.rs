@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kaa_blueprint::config::{AppVersionRoute, KpcConfig, KpcLimits, MqttSettings};
+use kaa_blueprint::config::{AppVersionRoute, ClientAuthMode, KpcConfig, KpcLimits, MqttSettings};
 use kaa_bus::Bus;
 use kaa_kpc::Kpc;
 use kaa_protocol::avro::AvroRecord;
@@ -32,7 +32,9 @@ async fn gateway(bus: &Bus) -> Kpc {
         )]),
         mqtt: MqttSettings {
             listen: "127.0.0.1:0".into(),
+            auth: ClientAuthMode::None,
         },
+        mqtts: None,
         limits: KpcLimits {
             request_timeout_ms: REQUEST_TIMEOUT_MS,
             ..KpcLimits::default()

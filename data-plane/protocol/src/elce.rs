@@ -1,8 +1,13 @@
-//! 9/ELCE: endpoint connectivity events broadcast by the gateway.
+//! 9/ELCE: endpoint connectivity events broadcast by the gateway and endpoint lifecycle
+//! events broadcast by the endpoint register.
 //!
-//! One [`ConnectedEvent`] when endpoints open a session, one [`DisconnectedEvent`] listing
-//! every endpoint of a session when it ends (not one event per endpoint). Subjects:
-//! [`crate::subject::elce_connected`] / [`crate::subject::elce_disconnected`].
+//! Connectivity: one [`ConnectedEvent`] when endpoints open a session, one
+//! [`DisconnectedEvent`] listing every endpoint of a session when it ends (not one event per
+//! endpoint). Subjects: [`crate::subject::elce_connected`] / [`crate::subject::elce_disconnected`].
+//!
+//! Lifecycle: [`RegisteredEvent`] / [`UnregisteredEvent`] when EPR creates / deletes an
+//! endpoint, on [`crate::subject::elce_registered`] / [`crate::subject::elce_unregistered`]. The
+//! credential service listens to `unregistered` to delete (and revoke) the endpoint's tokens.
 //! Schemas: `schemas/0009/`.
 
 use std::collections::BTreeMap;
@@ -37,6 +42,32 @@ pub struct DisconnectedEvent {
     pub originator_replica_id: String,
 }
 avro_record!(DisconnectedEvent, "0009/0009-ep-disconnected.avsc");
+
+/// An endpoint was registered.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisteredEvent {
+    pub correlation_id: String,
+    pub timestamp: i64,
+    pub timeout: i64,
+    pub app_version_name: String,
+    pub endpoint_id: String,
+    pub originator_replica_id: String,
+}
+avro_record!(RegisteredEvent, "0009/0009-ep-registered.avsc");
+
+/// An endpoint was deleted from the register.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnregisteredEvent {
+    pub correlation_id: String,
+    pub timestamp: i64,
+    pub timeout: i64,
+    pub app_version_name: String,
+    pub endpoint_id: String,
+    pub originator_replica_id: String,
+}
+avro_record!(UnregisteredEvent, "0009/0009-ep-unregistered.avsc");
 
 #[cfg(test)]
 mod tests {
@@ -100,5 +131,31 @@ mod tests {
     fn schemas_are_the_rfc_records() {
         assert_schema_name::<ConnectedEvent>("ConnectedEvent");
         assert_schema_name::<DisconnectedEvent>("DisconnectedEvent");
+        assert_schema_name::<RegisteredEvent>("RegisteredEvent");
+        assert_schema_name::<UnregisteredEvent>("UnregisteredEvent");
+    }
+
+    #[test]
+    fn lifecycle_events_wire_layout() {
+        let ev = UnregisteredEvent {
+            correlation_id: "c".into(),
+            timestamp: 1,
+            timeout: 0,
+            app_version_name: "v".into(),
+            endpoint_id: "e".into(),
+            originator_replica_id: "r".into(),
+        };
+        let expected = [0x02, b'c', 0x02, 0x00, 0x02, b'v', 0x02, b'e', 0x02, b'r'];
+        assert_eq!(round_trip(&ev), expected);
+        assert_rejects_truncation_and_trailing::<UnregisteredEvent>(&expected);
+        let ev = RegisteredEvent {
+            correlation_id: "c".into(),
+            timestamp: 1,
+            timeout: 0,
+            app_version_name: "v".into(),
+            endpoint_id: "e".into(),
+            originator_replica_id: "r".into(),
+        };
+        assert_eq!(round_trip(&ev), expected, "same layout as unregistered");
     }
 }

@@ -12,8 +12,8 @@
 //! | [`error`] | the JSON error payload sent on `/error` topics | 1/KP (0001 schema) |
 //! | [`avro`] | the [`avro::AvroRecord`] trait: schema loading, Avro binary encode/decode | 3/ISM |
 //! | [`esp`] | `ClientData` (gateway -> extension), `ExtensionData` (extension -> gateway) | 4/ESP |
-//! | [`elce`] | endpoint `connected` / `disconnected` events | 9/ELCE |
-//! | [`ecap`] | endpoint token validation request/response | 16/ECAP |
+//! | [`elce`] | endpoint `connected` / `disconnected` and `registered` / `unregistered` events | 9/ELCE |
+//! | [`ecap`] | endpoint token and client credential validation, token status transitions, revocation events | 16/ECAP |
 //! | [`epmmp`] | endpoint metadata get / patch / keys-get requests and responses | 19/EPMMP |
 //! | [`subject`] | NATS subject builders | 3/ISM |
 //!

@@ -62,9 +62,37 @@ pub fn elce_disconnected(kpc_instance: &str) -> String {
     event(kpc_instance, "endpoint", "connectivity", "disconnected")
 }
 
+/// `kaa.v1.events.{epr}.endpoint.lifecycle.registered`
+pub fn elce_registered(epr_instance: &str) -> String {
+    event(epr_instance, "endpoint", "lifecycle", "registered")
+}
+
+/// `kaa.v1.events.{epr}.endpoint.lifecycle.unregistered`
+pub fn elce_unregistered(epr_instance: &str) -> String {
+    event(epr_instance, "endpoint", "lifecycle", "unregistered")
+}
+
 /// `kaa.v1.service.{provider}.ecap.ep-token-request`
 pub fn ecap_token_request(provider: &str) -> String {
-    service(provider, "ecap", ecap::EP_TOKEN_REQUEST)
+    ecap_request(provider, ecap::EP_TOKEN_REQUEST)
+}
+
+/// `kaa.v1.service.{provider}.ecap.{message_type}`, e.g. with
+/// [`crate::ecap::CLIENT_USERNAME_PASSWORD_REQUEST`].
+pub fn ecap_request(provider: &str, message_type: &str) -> String {
+    service(provider, "ecap", message_type)
+}
+
+/// Endpoint token revocations broadcast by the credential service:
+/// `kaa.v1.events.{cm}.endpoint.token.revoked`.
+pub fn ecap_token_revoked(cm: &str) -> String {
+    event(cm, "endpoint", "token", "revoked")
+}
+
+/// Client credential revocations broadcast by the credential service:
+/// `kaa.v1.events.{cm}.client.credential.revoked`.
+pub fn ecap_credential_revoked(cm: &str) -> String {
+    event(cm, "client", "credential", "revoked")
 }
 
 /// `kaa.v1.service.{repository}.epmmp.{message_type}`, e.g. with [`crate::epmmp::GET_REQUEST`].
@@ -116,8 +144,40 @@ mod tests {
             "kaa.v1.events.kpc.endpoint.connectivity.disconnected"
         );
         assert_eq!(
+            elce_registered("epr"),
+            "kaa.v1.events.epr.endpoint.lifecycle.registered"
+        );
+        assert_eq!(
+            elce_unregistered("epr"),
+            "kaa.v1.events.epr.endpoint.lifecycle.unregistered"
+        );
+        assert_eq!(
             ecap_token_request("cm"),
             "kaa.v1.service.cm.ecap.ep-token-request"
+        );
+        assert_eq!(
+            ecap_request("cm", ecap::EP_TOKEN_STATUS_TRANSITION_REQUEST),
+            "kaa.v1.service.cm.ecap.ep-token-status-transition-request"
+        );
+        assert_eq!(
+            ecap_request("cm", ecap::CLIENT_USERNAME_PASSWORD_REQUEST),
+            "kaa.v1.service.cm.ecap.client-username-password-request"
+        );
+        assert_eq!(
+            ecap_request("cm", ecap::CLIENT_CERTIFICATE_REQUEST),
+            "kaa.v1.service.cm.ecap.client-certificate-request"
+        );
+        assert_eq!(
+            ecap_request("cm", ecap::EP_TOKEN_REQUEST),
+            ecap_token_request("cm")
+        );
+        assert_eq!(
+            ecap_token_revoked("cm"),
+            "kaa.v1.events.cm.endpoint.token.revoked"
+        );
+        assert_eq!(
+            ecap_credential_revoked("cm"),
+            "kaa.v1.events.cm.client.credential.revoked"
         );
         assert_eq!(
             epmmp_request("epr", epmmp::PATCH_REQUEST),

@@ -11,8 +11,14 @@ use std::collections::BTreeMap;
 use apache_avro::{reader::datum::GenericDatumReader, types::Value};
 use kaa_protocol::{
     avro::AvroRecord,
-    ecap::{EndpointTokenValidationRequest, EndpointTokenValidationResponse},
-    elce::{ConnectedEvent, DisconnectedEvent},
+    ecap::{
+        ClientCertificateValidationRequest, ClientCertificateValidationResponse,
+        ClientCredentialRevokedEvent, ClientUsernamePasswordValidationRequest,
+        ClientUsernamePasswordValidationResponse, EndpointTokenRevokedEvent,
+        EndpointTokenStatusTransitionRequest, EndpointTokenStatusTransitionResponse,
+        EndpointTokenValidationRequest, EndpointTokenValidationResponse,
+    },
+    elce::{ConnectedEvent, DisconnectedEvent, RegisteredEvent, UnregisteredEvent},
     epmmp::{
         EndpointMetadataGetRequest, EndpointMetadataGetResponse, EndpointMetadataKeysGetRequest,
         EndpointMetadataKeysGetResponse, EndpointMetadataPatchRequest, EndpointMetadataPatchResponse,
@@ -190,6 +196,30 @@ fn elce_connected_and_disconnected() {
     assert_eq!(bytes.len(), connected.to_avro().len());
 }
 
+#[test]
+fn elce_lifecycle() {
+    let (_, f) = check(&RegisteredEvent {
+        correlation_id: CORRELATION_ID.into(),
+        timestamp: TIMESTAMP,
+        timeout: 0,
+        app_version_name: APP_VERSION.into(),
+        endpoint_id: ENDPOINT_ID.into(),
+        originator_replica_id: "epr-0".into(),
+    });
+    assert_eq!(f["appVersionName"], string(APP_VERSION));
+    assert_eq!(f["endpointId"], string(ENDPOINT_ID));
+    let (_, f) = check(&UnregisteredEvent {
+        correlation_id: CORRELATION_ID.into(),
+        timestamp: TIMESTAMP,
+        timeout: 0,
+        app_version_name: APP_VERSION.into(),
+        endpoint_id: ENDPOINT_ID.into(),
+        originator_replica_id: "epr-0".into(),
+    });
+    assert_eq!(f["endpointId"], string(ENDPOINT_ID));
+    assert_eq!(f["originatorReplicaId"], string("epr-0"));
+}
+
 // --- 16/ECAP -------------------------------------------------------------------------------
 
 #[test]
@@ -228,6 +258,139 @@ fn ecap_token_validation() {
     });
     assert_eq!(f["tokenId"], some(1, Value::Null));
     assert_eq!(f["reasonPhrase"], some(1, string("Token not found")));
+}
+
+#[test]
+fn ecap_token_status_transition() {
+    let (_, f) = check(&EndpointTokenStatusTransitionRequest {
+        correlation_id: CORRELATION_ID.into(),
+        timestamp: TIMESTAMP,
+        timeout: 5_000,
+        app_name: "humidity-sensor".into(),
+        token: "JTjxCCatUZ".into(),
+        target_status: "Suspended".into(),
+    });
+    assert_eq!(f["appName"], string("humidity-sensor"));
+    assert_eq!(f["token"], string("JTjxCCatUZ"));
+    assert_eq!(f["targetStatus"], string("Suspended"));
+
+    let (_, f) = check(&EndpointTokenStatusTransitionResponse {
+        correlation_id: CORRELATION_ID.into(),
+        timestamp: TIMESTAMP + 3,
+        timeout: 0,
+        status_code: 409,
+        reason_phrase: Some("token revoked".into()),
+    });
+    assert_eq!(f["statusCode"], Value::Int(409));
+    assert_eq!(f["reasonPhrase"], some(1, string("token revoked")));
+}
+
+#[test]
+fn ecap_client_username_password() {
+    let (_, f) = check(&ClientUsernamePasswordValidationRequest {
+        correlation_id: CORRELATION_ID.into(),
+        timestamp: TIMESTAMP,
+        timeout: 3_000,
+        username: Some("meter-gw-1".into()),
+        password: Some("correct horse battery staple".into()),
+    });
+    assert_eq!(f["username"], some(0, string("meter-gw-1")));
+    assert_eq!(f["password"], some(0, string("correct horse battery staple")));
+
+    let (_, f) = check(&ClientUsernamePasswordValidationRequest {
+        correlation_id: CORRELATION_ID.into(),
+        timestamp: TIMESTAMP,
+        timeout: 3_000,
+        username: None,
+        password: None,
+    });
+    assert_eq!(f["username"], some(1, Value::Null));
+    assert_eq!(f["password"], some(1, Value::Null));
+
+    let (_, f) = check(&ClientUsernamePasswordValidationResponse {
+        correlation_id: CORRELATION_ID.into(),
+        timestamp: TIMESTAMP + 40,
+        timeout: 0,
+        credential_id: Some("5b0c2c43-cred".into()),
+        client_id: Some("meter-gw-1".into()),
+        status_code: 200,
+        reason_phrase: None,
+    });
+    assert_eq!(f["credentialId"], some(0, string("5b0c2c43-cred")));
+    assert_eq!(f["clientId"], some(0, string("meter-gw-1")));
+    assert_eq!(f["reasonPhrase"], some(0, Value::Null));
+
+    let (_, f) = check(&ClientUsernamePasswordValidationResponse {
+        correlation_id: CORRELATION_ID.into(),
+        timestamp: TIMESTAMP + 40,
+        timeout: 0,
+        credential_id: None,
+        client_id: None,
+        status_code: 401,
+        reason_phrase: Some("bad username or password".into()),
+    });
+    assert_eq!(f["credentialId"], some(1, Value::Null));
+    assert_eq!(f["clientId"], some(1, Value::Null));
+    assert_eq!(f["statusCode"], Value::Int(401));
+}
+
+#[test]
+fn ecap_client_certificate() {
+    let (_, f) = check(&ClientCertificateValidationRequest {
+        correlation_id: CORRELATION_ID.into(),
+        timestamp: TIMESTAMP,
+        timeout: 3_000,
+        issuer: "CN=Devices CA, O=Example".into(),
+        serial_number: "340282366920938463463374607431768211455".into(),
+    });
+    assert_eq!(f["issuer"], string("CN=Devices CA, O=Example"));
+    assert_eq!(
+        f["serialNumber"],
+        string("340282366920938463463374607431768211455")
+    );
+
+    let (_, f) = check(&ClientCertificateValidationResponse {
+        correlation_id: CORRELATION_ID.into(),
+        timestamp: TIMESTAMP + 2,
+        timeout: 0,
+        credential_id: Some("9d1e-cred".into()),
+        client_id: Some("meter-42".into()),
+        status_code: 200,
+        reason_phrase: Some("OK".into()),
+    });
+    assert_eq!(f["credentialId"], some(0, string("9d1e-cred")));
+    assert_eq!(f["clientId"], some(0, string("meter-42")));
+    assert_eq!(f["reasonPhrase"], some(1, string("OK")));
+}
+
+#[test]
+fn ecap_revocation_events() {
+    let (_, f) = check(&EndpointTokenRevokedEvent {
+        correlation_id: CORRELATION_ID.into(),
+        timestamp: TIMESTAMP,
+        timeout: 0,
+        app_name: "humidity-sensor".into(),
+        endpoint_id: ENDPOINT_ID.into(),
+        token_ids: vec!["4a3c5e1f-token".into(), "77b2-token".into()],
+        originator_replica_id: "cm-0".into(),
+    });
+    assert_eq!(f["appName"], string("humidity-sensor"));
+    assert_eq!(f["endpointId"], string(ENDPOINT_ID));
+    assert_eq!(
+        f["tokenIds"],
+        Value::Array(vec![string("4a3c5e1f-token"), string("77b2-token")])
+    );
+    assert_eq!(f["originatorReplicaId"], string("cm-0"));
+
+    let (_, f) = check(&ClientCredentialRevokedEvent {
+        correlation_id: CORRELATION_ID.into(),
+        timestamp: TIMESTAMP,
+        timeout: 0,
+        credential_id: "5b0c2c43-cred".into(),
+        originator_replica_id: "cm-0".into(),
+    });
+    assert_eq!(f["credentialId"], string("5b0c2c43-cred"));
+    assert_eq!(f["originatorReplicaId"], string("cm-0"));
 }
 
 // --- 19/EPMMP ------------------------------------------------------------------------------
@@ -327,8 +490,18 @@ mod never_panics {
             let _ = ExtensionData::from_avro(&bytes);
             let _ = ConnectedEvent::from_avro(&bytes);
             let _ = DisconnectedEvent::from_avro(&bytes);
+            let _ = RegisteredEvent::from_avro(&bytes);
+            let _ = UnregisteredEvent::from_avro(&bytes);
             let _ = EndpointTokenValidationRequest::from_avro(&bytes);
             let _ = EndpointTokenValidationResponse::from_avro(&bytes);
+            let _ = EndpointTokenStatusTransitionRequest::from_avro(&bytes);
+            let _ = EndpointTokenStatusTransitionResponse::from_avro(&bytes);
+            let _ = ClientUsernamePasswordValidationRequest::from_avro(&bytes);
+            let _ = ClientUsernamePasswordValidationResponse::from_avro(&bytes);
+            let _ = ClientCertificateValidationRequest::from_avro(&bytes);
+            let _ = ClientCertificateValidationResponse::from_avro(&bytes);
+            let _ = EndpointTokenRevokedEvent::from_avro(&bytes);
+            let _ = ClientCredentialRevokedEvent::from_avro(&bytes);
             let _ = EndpointMetadataGetRequest::from_avro(&bytes);
             let _ = EndpointMetadataGetResponse::from_avro(&bytes);
             let _ = EndpointMetadataPatchRequest::from_avro(&bytes);

@@ -1,13 +1,18 @@
 //! Kaa platform and extension services of kaa-rs.
 //!
 //! # Layout
-//! - [`epr`]: the endpoint register. Owns endpoints, endpoint tokens and endpoint metadata
-//!   (through [`kaa_store::Store`]); serves them over REST (`/epr/api/v1`, [`epr::router`]) and
-//!   over the bus ([`epr::serve`]: 19/EPMMP metadata provider and 16/ECAP `ep-token-request`
-//!   provider).
+//! - [`epr`]: the endpoint register. Owns endpoints and endpoint metadata (through
+//!   [`kaa_store::Store`]); serves them over REST (`/epr/api/v1`, [`epr::router`]) and over the
+//!   bus ([`epr::serve`]: 19/EPMMP metadata provider). A registration's `endpointToken` is handed
+//!   to `cm`.
+//! - [`cm`]: the credential service. Owns endpoint tokens and client credentials; the 16/ECAP
+//!   provider on the bus ([`cm::serve`]) and REST under `/cm/api/v1` and `/ccm/api/v1`
+//!   ([`cm::router`]); broadcasts token and credential revocations.
 //! - [`epmx`]: the endpoint metadata extension. Answers devices' 10/EPMP requests that the
 //!   gateway forwards as 4/ESP `ClientData`, reading and writing metadata only through EPR's
 //!   19/EPMMP requests on the bus ([`epmx::serve`]).
+//! - [`rest`]: what every REST API shares: [`rest::AppError`] (one JSON error shape) and body
+//!   parsing.
 //! - `worker` (private): the loop every bus handler shares: read a subscription, handle each
 //!   message in its own task with bounded concurrency, stop on the shutdown signal.
 //!
@@ -15,6 +20,8 @@
 //! runs its bus handlers until a [`tokio_util::sync::CancellationToken`] is cancelled, and,
 //! where it has a REST API, a `router(state) -> axum::Router` that the binary mounts.
 
+pub mod cm;
 pub mod epmx;
 pub mod epr;
+pub mod rest;
 mod worker;

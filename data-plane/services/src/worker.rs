@@ -5,11 +5,15 @@
 //! pushes back instead of this process queueing without bound. On shutdown the loop stops
 //! reading, drops the subscription (unsubscribing, so queue-group peers get the traffic) and
 //! waits for the handlers already running: each of them is bounded by its own timeouts.
+//!
+//! [`responder`] turns an `answer(state, request) -> response` function over Avro records into
+//! such a handler: decode, answer, reply on `replyTo` (undecodable input gets a 400 reply).
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, pin::Pin, sync::Arc};
 
 use bytes::Bytes;
 use kaa_bus::{Bus, Message, Subscription};
+use kaa_protocol::avro::AvroRecord;
 use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
@@ -75,3 +79,62 @@ pub(crate) async fn reply(bus: &Bus, request: &Message, payload: Vec<u8>) {
         tracing::warn!(subject = %reply_to, error = %e, "cannot publish response");
     }
 }
+
+/// A handler future, boxed so that different answer functions share one handler type.
+pub(crate) type Handling = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A response record that can also say "your request could not be decoded" (status 400).
+pub(crate) trait Undecodable: AvroRecord {
+    fn undecodable(reason: String) -> Self;
+}
+
+/// Wraps an `answer` function into a per-message handler: decode, answer, reply.
+pub(crate) fn responder<S, Req, Resp, F, Fut>(
+    bus: &Bus,
+    state: &S,
+    answer: F,
+) -> impl Fn(Message) -> Handling + Send + Sync + use<S, Req, Resp, F, Fut>
+where
+    S: Clone + Send + Sync + 'static,
+    Req: AvroRecord + Send + 'static,
+    Resp: Undecodable + Send + 'static,
+    F: Fn(S, Req) -> Fut + Copy + Send + Sync + 'static,
+    Fut: Future<Output = Resp> + Send + 'static,
+{
+    let bus = bus.clone();
+    let state = state.clone();
+    move |msg: Message| {
+        let bus = bus.clone();
+        let state = state.clone();
+        Box::pin(async move {
+            let response = match Req::from_avro(&msg.payload) {
+                Ok(req) => answer(state, req).await,
+                Err(e) => {
+                    tracing::warn!(subject = %msg.subject, error = %e, "undecodable request");
+                    Resp::undecodable(e.to_string())
+                }
+            };
+            reply(&bus, &msg, response.to_avro()).await;
+        })
+    }
+}
+
+/// Implements [`Undecodable`] for response records with `timestamp`, `status_code` and
+/// `reason_phrase` fields and a `Default`.
+macro_rules! undecodable {
+    ($($ty:ty),+ $(,)?) => {
+        $(
+            impl $crate::worker::Undecodable for $ty {
+                fn undecodable(reason: String) -> Self {
+                    Self {
+                        timestamp: kaa_protocol::now_millis(),
+                        status_code: 400,
+                        reason_phrase: Some(reason),
+                        ..Default::default()
+                    }
+                }
+            }
+        )+
+    };
+}
+pub(crate) use undecodable;

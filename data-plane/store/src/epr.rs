@@ -1,9 +1,9 @@
-//! EPR repository: endpoints, endpoint tokens and endpoint metadata.
+//! EPR repository: endpoints and endpoint metadata.
 //!
 //! Owned by the EPR service. An endpoint has an id (UUID text), the application version it
-//! belongs to and a creation time; any number of tokens identify it (a token maps to exactly
-//! one endpoint); its metadata is one JSON object with a version counter that grows by one on
-//! every write and serves as the ETag for conditional writes.
+//! belongs to and a creation time; its metadata is one JSON object with a version counter that
+//! grows by one on every write and serves as the ETag for conditional writes. Endpoint tokens
+//! are the credential service's (see [`crate::cm`]).
 //!
 //! Metadata writes are optimistic: read the object and its version, compute the new object,
 //! then `UPDATE ... WHERE version = <read version>`. A lost race is retried (or reported as a
@@ -26,8 +26,6 @@ const WRITE_RETRIES: usize = 16;
 pub enum EprError {
     #[error("endpoint {0} not found")]
     EndpointNotFound(String),
-    #[error("endpoint token is already registered to an endpoint")]
-    DuplicateToken,
     #[error("endpoint {0} already exists")]
     DuplicateEndpoint(String),
     #[error("metadata key {0} not found")]
@@ -52,8 +50,6 @@ pub struct NewEndpoint {
     /// Caller-chosen endpoint id; `None` = a new random UUID.
     pub id: Option<String>,
     pub app_version: String,
-    /// Token to bind to the new endpoint, if any.
-    pub token: Option<String>,
     /// Initial metadata; `None` = empty object.
     pub metadata: Option<Map<String, Value>>,
 }
@@ -65,15 +61,6 @@ pub struct Endpoint {
     pub app_version: String,
     /// Unix milliseconds.
     pub created_at: i64,
-}
-
-/// What a token resolves to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenInfo {
-    /// Stable, non-secret handle of the token (revocation events carry it instead of the token).
-    pub token_id: String,
-    pub endpoint_id: String,
-    pub app_version: String,
 }
 
 /// An endpoint's metadata object at one version.
@@ -141,7 +128,7 @@ fn clamp_i64(n: u64) -> i64 {
 }
 
 impl Store {
-    /// Registers an endpoint (with its optional token and initial metadata) in one transaction.
+    /// Registers an endpoint (with its initial metadata) in one transaction.
     pub async fn register(&self, new: NewEndpoint) -> Result<Endpoint, EprError> {
         let metadata = new.metadata.unwrap_or_default();
         check_keys(&metadata)?;
@@ -161,9 +148,6 @@ impl Store {
                 true => EprError::DuplicateEndpoint(endpoint.id.clone()),
                 false => e.into(),
             })?;
-        if let Some(token) = &new.token {
-            insert_token(&mut tx, &endpoint.id, token).await?;
-        }
         sqlx::query("INSERT INTO epr_metadata (endpoint_id, body, version) VALUES ($1, $2, 1)")
             .bind(&endpoint.id)
             .bind(Value::Object(metadata).to_string())
@@ -171,19 +155,6 @@ impl Store {
             .await?;
         tx.commit().await?;
         Ok(endpoint)
-    }
-
-    /// Binds another token to an existing endpoint.
-    pub async fn add_token(&self, endpoint_id: &str, token: &str) -> Result<TokenInfo, EprError> {
-        let mut tx = self.pool.begin().await?;
-        let endpoint = fetch_endpoint(&mut *tx, endpoint_id).await?;
-        let token_id = insert_token(&mut tx, endpoint_id, token).await?;
-        tx.commit().await?;
-        Ok(TokenInfo {
-            token_id,
-            endpoint_id: endpoint.id,
-            app_version: endpoint.app_version,
-        })
     }
 
     /// One endpoint by id.
@@ -228,15 +199,12 @@ impl Store {
         })
     }
 
-    /// Deletes an endpoint with its tokens and metadata.
-    pub async fn delete_endpoint(&self, id: &str) -> Result<(), EprError> {
+    /// Deletes an endpoint with its metadata; returns what was deleted (for the lifecycle event).
+    pub async fn delete_endpoint(&self, id: &str) -> Result<Endpoint, EprError> {
         // Explicit child deletes instead of relying on ON DELETE CASCADE, which SQLite only
         // honours when the connection enabled foreign keys.
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM epr_endpoint_tokens WHERE endpoint_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        let endpoint = fetch_endpoint(&mut *tx, id).await?;
         sqlx::query("DELETE FROM epr_metadata WHERE endpoint_id = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -249,25 +217,7 @@ impl Store {
             return Err(EprError::EndpointNotFound(id.to_owned()));
         }
         tx.commit().await?;
-        Ok(())
-    }
-
-    /// What `token` identifies, or `None` for an unknown token.
-    pub async fn resolve_token(&self, token: &str) -> Result<Option<TokenInfo>, EprError> {
-        let row = sqlx::query(
-            "SELECT t.token_id, t.endpoint_id, e.app_version \
-             FROM epr_endpoint_tokens t JOIN epr_endpoints e ON e.id = t.endpoint_id \
-             WHERE t.token = $1",
-        )
-        .bind(token)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        Ok(Some(TokenInfo {
-            token_id: row.try_get("token_id")?,
-            endpoint_id: row.try_get("endpoint_id")?,
-            app_version: row.try_get("app_version")?,
-        }))
+        Ok(endpoint)
     }
 
     /// The endpoint's metadata object and version.
@@ -444,28 +394,6 @@ async fn fetch_endpoint<'e>(exec: impl sqlx::SqliteExecutor<'e>, id: &str) -> Re
     Ok(endpoint_from_row(&row)?)
 }
 
-async fn insert_token(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    endpoint_id: &str,
-    token: &str,
-) -> Result<String, EprError> {
-    let token_id = uuid::Uuid::new_v4().to_string();
-    sqlx::query(
-        "INSERT INTO epr_endpoint_tokens (token, token_id, endpoint_id, created_at) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(token)
-    .bind(&token_id)
-    .bind(endpoint_id)
-    .bind(now_millis())
-    .execute(&mut **tx)
-    .await
-    .map_err(|e| match is_unique_violation(&e) {
-        true => EprError::DuplicateToken,
-        false => e.into(),
-    })?;
-    Ok(token_id)
-}
-
 fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -494,11 +422,10 @@ mod tests {
         }
     }
 
-    async fn register(store: &Store, app_version: &str, token: Option<&str>) -> Endpoint {
+    async fn register(store: &Store, app_version: &str) -> Endpoint {
         store
             .register(NewEndpoint {
                 app_version: app_version.into(),
-                token: token.map(Into::into),
                 ..Default::default()
             })
             .await
@@ -508,7 +435,7 @@ mod tests {
     #[tokio::test]
     async fn register_assigns_a_uuid_and_get_returns_it() {
         let store = store().await;
-        let ep = register(&store, "smart-meter-v1", None).await;
+        let ep = register(&store, "smart-meter-v1").await;
         assert!(uuid::Uuid::parse_str(&ep.id).is_ok(), "{}", ep.id);
         assert!(ep.created_at > 0);
         assert_eq!(store.endpoint(&ep.id).await.unwrap(), ep);
@@ -525,7 +452,6 @@ mod tests {
             .register(NewEndpoint {
                 id: Some("ep-1".into()),
                 app_version: "v1".into(),
-                token: None,
                 metadata: Some(obj(json!({"model": "A300"}))),
             })
             .await
@@ -566,54 +492,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn tokens_resolve_and_are_unique() {
+    async fn delete_removes_the_endpoint_and_its_metadata() {
         let store = store().await;
-        let ep = register(&store, "v1", Some("tok-1")).await;
-        let info = store.resolve_token("tok-1").await.unwrap().unwrap();
-        assert_eq!(info.endpoint_id, ep.id);
-        assert_eq!(info.app_version, "v1");
-        assert!(uuid::Uuid::parse_str(&info.token_id).is_ok());
-        assert_eq!(store.resolve_token("nope").await.unwrap(), None);
-
-        let dup = store
-            .register(NewEndpoint {
-                app_version: "v1".into(),
-                token: Some("tok-1".into()),
-                ..Default::default()
-            })
-            .await;
-        assert!(matches!(dup, Err(EprError::DuplicateToken)), "{dup:?}");
-        // The failed registration rolled back: only one endpoint exists.
-        let page = store
-            .list_endpoints(&ListFilter {
-                limit: 10,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(page.total, 1);
-
-        let second = store.add_token(&ep.id, "tok-2").await.unwrap();
-        assert_ne!(second.token_id, info.token_id);
-        assert_eq!(
-            store.resolve_token("tok-2").await.unwrap().unwrap().endpoint_id,
-            ep.id
-        );
-        assert!(matches!(
-            store.add_token(&ep.id, "tok-1").await,
-            Err(EprError::DuplicateToken)
-        ));
-        assert!(matches!(
-            store.add_token("missing", "tok-3").await,
-            Err(EprError::EndpointNotFound(_))
-        ));
-    }
-
-    #[tokio::test]
-    async fn delete_cascades_to_tokens_and_metadata() {
-        let store = store().await;
-        let ep = register(&store, "v1", Some("tok-1")).await;
-        store.delete_endpoint(&ep.id).await.unwrap();
+        let ep = register(&store, "v1").await;
+        assert_eq!(store.delete_endpoint(&ep.id).await.unwrap(), ep);
         assert!(matches!(
             store.endpoint(&ep.id).await,
             Err(EprError::EndpointNotFound(_))
@@ -622,13 +504,10 @@ mod tests {
             store.metadata(&ep.id).await,
             Err(EprError::EndpointNotFound(_))
         ));
-        assert_eq!(store.resolve_token("tok-1").await.unwrap(), None);
         assert!(matches!(
             store.delete_endpoint(&ep.id).await,
             Err(EprError::EndpointNotFound(_))
         ));
-        // The token is free again.
-        register(&store, "v1", Some("tok-1")).await;
     }
 
     #[tokio::test]
@@ -636,10 +515,10 @@ mod tests {
         let store = store().await;
         let mut v1 = Vec::new();
         for _ in 0..5 {
-            v1.push(register(&store, "v1", None).await.id);
+            v1.push(register(&store, "v1").await.id);
         }
-        let v2 = register(&store, "v2", None).await.id;
-        register(&store, "other", None).await;
+        let v2 = register(&store, "v2").await.id;
+        register(&store, "other").await;
 
         let all = store
             .list_endpoints(&ListFilter {
@@ -690,7 +569,7 @@ mod tests {
     #[tokio::test]
     async fn replace_and_key_operations_bump_the_version() {
         let store = store().await;
-        let ep = register(&store, "v1", None).await;
+        let ep = register(&store, "v1").await;
         let up = store
             .replace_metadata(&ep.id, obj(json!({"a": 1, "b": [1, 2]})), None)
             .await
@@ -732,7 +611,7 @@ mod tests {
     #[tokio::test]
     async fn if_match_rejects_a_stale_version() {
         let store = store().await;
-        let ep = register(&store, "v1", None).await;
+        let ep = register(&store, "v1").await;
         store
             .set_metadata_key(&ep.id, "a", json!(1), Some(1))
             .await
@@ -754,7 +633,7 @@ mod tests {
     #[tokio::test]
     async fn json_patch_is_applied_atomically() {
         let store = store().await;
-        let ep = register(&store, "v1", None).await;
+        let ep = register(&store, "v1").await;
         store
             .replace_metadata(&ep.id, obj(json!({"a": 1, "b": 2})), None)
             .await
@@ -800,7 +679,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("kaa-store-race-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let store = Store::open(dir.join("kaa.db")).await.unwrap();
-        let ep = register(&store, "v1", None).await;
+        let ep = register(&store, "v1").await;
         let tasks: Vec<_> = (0..8)
             .map(|i| {
                 let store = store.clone();

@@ -2,8 +2,10 @@
 //!
 //! # Layout
 //! - [`Store`] (this file): opens the database, applies the embedded migrations, owns the pool.
-//! - [`epr`]: the endpoint register's repository (endpoints, endpoint tokens, metadata). Only the
-//!   EPR service writes these tables; everyone else goes through EPR's bus protocols or REST.
+//! - [`epr`]: the endpoint register's repository (endpoints, metadata). Only the EPR service
+//!   writes these tables; everyone else goes through EPR's bus protocols or REST.
+//! - [`cm`]: the credential service's repository (endpoint tokens, client credentials), secrets
+//!   stored only as hashes. Only the CM service uses it.
 //!
 //! The backend today is SQLite (bundled). Every statement and migration is written in portable
 //! SQL (TEXT/BIGINT, no AUTOINCREMENT, no engine-specific functions) so that the same migrations
@@ -18,17 +20,25 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
 };
 
+pub mod cm;
 pub mod epr;
 
+pub use cm::{
+    ClientCredential, CmError, CredentialKind, CredentialPage, CredentialStatus, EndpointToken, NewAuth,
+    NewCredential, NewToken, PasswordCredential, TokenStatus, Transition, token_hash,
+};
 pub use epr::{
-    Endpoint, EndpointPage, EprError, ListFilter, Metadata, MetadataUpdate, NewEndpoint, TokenInfo,
+    Endpoint, EndpointPage, EprError, ListFilter, Metadata, MetadataUpdate, NewEndpoint,
     is_valid_metadata_key,
 };
 
 /// The migrations, embedded in the binary. Listed by hand because sqlx's `migrate!` macro needs
 /// the `macros` feature (and its proc-macro build); a unit test checks this list against the
 /// files in `migrations/` so a new file cannot be forgotten.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "epr", include_str!("../migrations/0001_epr.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "epr", include_str!("../migrations/0001_epr.sql")),
+    (2, "cm", include_str!("../migrations/0002_cm.sql")),
+];
 
 /// How long a writer waits for SQLite's write lock before giving up (WAL allows one writer).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

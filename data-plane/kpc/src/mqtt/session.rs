@@ -1,7 +1,9 @@
-//! One MQTT connection: CONNECT handshake, then a loop over client packets, gateway output,
-//! keepalive and shutdown. Each step of the loop is short; 1/KP logic lives in the gateway.
+//! One MQTT connection over any byte stream (TCP or TLS): CONNECT and client authentication,
+//! then a loop over client packets, gateway output, keepalive, revocation and shutdown. Each step
+//! of the loop is short; 1/KP logic lives in the gateway.
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::num::NonZeroU16;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,12 +14,14 @@ use rmqtt_codec::types::QoS;
 use rmqtt_codec::v5::DisconnectReasonCode;
 use rmqtt_codec::version::{ProtocolVersion, VersionCodec};
 use rmqtt_codec::{MqttCodec, MqttPacket};
-use tokio::net::TcpStream;
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Instant, sleep_until, timeout_at};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
+use super::Listener;
 use super::wire::{Incoming, Refusal, Wire};
+use crate::auth::{AuthError, CertificateIdentity, Presented};
 use crate::gateway::{Gateway, Outbound, SessionId};
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +32,12 @@ pub(crate) enum SessionError {
     NotConnect,
     #[error("closed by the client")]
     Closed,
+    #[error("shutting down")]
+    Shutdown,
+    #[error("CONNECT refused: {0}")]
+    Refused(AuthError),
+    #[error("the client's credential or only endpoint token was revoked")]
+    Revoked,
     #[error("keepalive expired")]
     KeepaliveExpired,
     #[error("protocol violation: {0}")]
@@ -38,33 +48,40 @@ pub(crate) enum SessionError {
     Encode(#[from] EncodeError),
 }
 
-type Conn = Framed<TcpStream, MqttCodec>;
+/// How long a server DISCONNECT may take to write before the connection is just dropped.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
 
-pub(crate) async fn serve(
-    stream: TcpStream,
-    gateway: Arc<Gateway>,
-    shutdown: CancellationToken,
-) -> Result<(), SessionError> {
+/// Serves one connection. `deadline` bounds everything up to a decoded CONNECT (the TLS
+/// handshake included); `certificate` is the verified client certificate, if any.
+pub(crate) async fn serve<S>(
+    stream: S,
+    peer: SocketAddr,
+    certificate: Option<CertificateIdentity>,
+    deadline: Instant,
+    listener: &Listener,
+) -> Result<(), SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let gateway = &listener.gateway;
+    let shutdown = &listener.shutdown;
     let limits = gateway.config().limits.clone();
     let max_packet = u32::try_from(limits.max_packet_bytes).unwrap_or(u32::MAX);
     let mut conn = Framed::new(stream, MqttCodec::Version(VersionCodec));
-    let deadline = Duration::from_millis(limits.connect_timeout_ms);
 
     // The version probe peeks at CONNECT without consuming it; the versioned codec then reads it.
-    let version = match timeout(deadline, conn.next()).await {
-        Err(_) => return Err(SessionError::ConnectTimeout),
-        Ok(None) => return Err(SessionError::Closed),
-        Ok(Some(Err(e))) => return Err(e.into()),
-        Ok(Some(Ok((MqttPacket::Version(v), _)))) => v,
-        Ok(Some(Ok(_))) => return Err(SessionError::NotConnect),
+    let version = match until(deadline, shutdown, conn.next()).await? {
+        None => return Err(SessionError::Closed),
+        Some(Err(e)) => return Err(e.into()),
+        Some(Ok((MqttPacket::Version(v), _))) => v,
+        Some(Ok(_)) => return Err(SessionError::NotConnect),
     };
     let wire = Wire(version);
     *conn.codec_mut() = wire.codec(max_packet);
-    let connect = match timeout(deadline, conn.next()).await {
-        Err(_) => return Err(SessionError::ConnectTimeout),
-        Ok(None) => return Err(SessionError::Closed),
-        Ok(Some(Err(e))) => return Err(e.into()),
-        Ok(Some(Ok((packet, _)))) => Wire::connect(packet).ok_or(SessionError::NotConnect)?,
+    let mut connect = match until(deadline, shutdown, conn.next()).await? {
+        None => return Err(SessionError::Closed),
+        Some(Err(e)) => return Err(e.into()),
+        Some(Ok((packet, _))) => Wire::connect(packet).ok_or(SessionError::NotConnect)?,
     };
     // MQTT 3.1.1 [MQTT-3.1.3-8]: an empty client id needs a clean session.
     if connect.client_id.is_empty() && !connect.clean_session && version == ProtocolVersion::MQTT3 {
@@ -73,15 +90,55 @@ pub(crate) async fn serve(
             "empty client id without clean session".into(),
         ));
     }
+
+    // Out of the CONNECT, so it is gone once authentication is done, not when the session ends.
+    let password = connect.password.take();
+    let presented = Presented {
+        username: connect.username.as_deref(),
+        password: password.as_deref(),
+        certificate: certificate.as_ref(),
+    };
+    // Bounded by the provider timeout inside; shutdown must not wait for it.
+    let verdict = tokio::select! {
+        _ = shutdown.cancelled() => return Err(SessionError::Shutdown),
+        v = gateway.authenticator().authenticate(listener.auth, peer.ip(), presented) => v,
+    };
+    drop(password);
+    let client = match verdict {
+        Ok(client) => client,
+        Err(why) => {
+            tracing::debug!(%peer, listener = listener.name, reason = %why, "CONNECT refused");
+            let refusal = match why {
+                AuthError::BadCredentials => Refusal::BadCredentials,
+                AuthError::NotAuthorized => Refusal::NotAuthorized,
+                AuthError::Unavailable => Refusal::ServerUnavailable,
+                AuthError::RateLimited => Refusal::RateLimited,
+            };
+            conn.send(wire.refuse(refusal)).await?;
+            return Err(SessionError::Refused(why));
+        }
+    };
+    if let Some(c) = &client {
+        tracing::debug!(
+            %peer,
+            listener = listener.name,
+            credential_id = c.credential_id,
+            client_id = c.client_id.as_deref().unwrap_or(""),
+            "client authenticated"
+        );
+    }
+    let Some(handle) = gateway.open_session(client) else {
+        conn.send(wire.refuse(Refusal::NotAuthorized)).await?;
+        return Err(SessionError::Revoked);
+    };
+
     // The client id is only informative: endpoint state is keyed by session, never by client id
     // (the official Kaa client sends empty or shared ids).
     let assigned = connect
         .client_id
         .is_empty()
         .then(|| format!("kaa-{}", uuid::Uuid::new_v4().simple()).into());
-    conn.send(wire.connack(assigned, max_packet)).await?;
-
-    let (id, outbound) = gateway.open_session();
+    let id = handle.id;
     let keepalive =
         (connect.keep_alive > 0).then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
     let mut session = Session {
@@ -89,31 +146,50 @@ pub(crate) async fn serve(
         wire,
         gateway: gateway.clone(),
         conn,
-        outbound,
+        outbound: handle.outbound,
         next_packet_id: 0,
         awaiting_release: HashSet::new(),
     };
-    let result = session.run(keepalive, &shutdown).await;
+    let result = match session.conn.send(wire.connack(assigned, max_packet)).await {
+        Ok(()) => session.run(keepalive, shutdown, &handle.revoked).await,
+        Err(e) => Err(e.into()),
+    };
     gateway.close_session(id).await;
     result
 }
 
-struct Session {
+/// Awaits `f` unless the connect deadline passes or the replica shuts down first.
+async fn until<F: Future>(
+    deadline: Instant,
+    shutdown: &CancellationToken,
+    f: F,
+) -> Result<F::Output, SessionError> {
+    tokio::select! {
+        _ = shutdown.cancelled() => Err(SessionError::Shutdown),
+        r = timeout_at(deadline, f) => r.map_err(|_| SessionError::ConnectTimeout),
+    }
+}
+
+struct Session<S> {
     id: SessionId,
     wire: Wire,
     gateway: Arc<Gateway>,
-    conn: Conn,
+    conn: Framed<S, MqttCodec>,
     outbound: tokio::sync::mpsc::Receiver<Outbound>,
     next_packet_id: u16,
     /// QoS 2 publishes received but not yet released: a resend must not be forwarded twice.
     awaiting_release: HashSet<NonZeroU16>,
 }
 
-impl Session {
+impl<S> Session<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     async fn run(
         &mut self,
         keepalive: Option<Duration>,
         shutdown: &CancellationToken,
+        revoked: &CancellationToken,
     ) -> Result<(), SessionError> {
         let far_future = Duration::from_secs(365 * 24 * 3600);
         let mut deadline = Instant::now() + keepalive.unwrap_or(far_future);
@@ -146,6 +222,10 @@ impl Session {
                 _ = sleep_until(deadline) => {
                     self.goodbye(DisconnectReasonCode::KeepAliveTimeout).await;
                     return Err(SessionError::KeepaliveExpired);
+                }
+                _ = revoked.cancelled() => {
+                    self.goodbye(DisconnectReasonCode::NotAuthorized).await;
+                    return Err(SessionError::Revoked);
                 }
                 _ = shutdown.cancelled() => {
                     self.goodbye(DisconnectReasonCode::ServerShuttingDown).await;
@@ -214,7 +294,8 @@ impl Session {
     /// Tells an MQTT 5 client why the server ends the connection (best effort).
     async fn goodbye(&mut self, reason: DisconnectReasonCode) {
         if let Some(packet) = self.wire.disconnect(reason) {
-            let _ = self.conn.send(packet).await;
+            // A client that stopped reading must not hold the session open.
+            let _ = tokio::time::timeout(GOODBYE_TIMEOUT, self.conn.send(packet)).await;
         }
     }
 }

@@ -31,18 +31,39 @@ pub(crate) enum Incoming {
     Unexpected(&'static str),
 }
 
-/// The CONNECT fields the gateway uses.
-#[derive(Debug)]
+/// The CONNECT fields the gateway uses. `Debug` shows whether a password came, never which.
 pub(crate) struct Connect {
     pub client_id: ByteString,
     pub clean_session: bool,
     pub keep_alive: u16,
+    pub username: Option<ByteString>,
+    pub password: Option<Bytes>,
+}
+
+impl std::fmt::Debug for Connect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connect")
+            .field("client_id", &self.client_id)
+            .field("clean_session", &self.clean_session)
+            .field("keep_alive", &self.keep_alive)
+            .field("username", &self.username.is_some())
+            .field("password", &self.password.is_some())
+            .finish()
+    }
 }
 
 /// Why a CONNECT is refused; mapped to each version's CONNACK return/reason code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refusal {
     ClientIdRejected,
+    /// Wrong password or unknown user: v3 4, v5 0x86.
+    BadCredentials,
+    /// No acceptable credential (e.g. an unregistered certificate): v3 5, v5 0x87.
+    NotAuthorized,
+    /// The credential provider did not answer in time: v3 3, v5 0x88.
+    ServerUnavailable,
+    /// Too many failed CONNECTs from this address: v3 5, v5 0x9F.
+    RateLimited,
 }
 
 /// Builds the packets a server sends, for the protocol version a client chose.
@@ -63,11 +84,15 @@ impl Wire {
                 client_id: c.client_id,
                 clean_session: c.clean_session,
                 keep_alive: c.keep_alive,
+                username: c.username,
+                password: c.password,
             }),
             MqttPacket::V5(v5::Packet::Connect(c)) => Some(Connect {
                 client_id: c.client_id,
                 clean_session: c.clean_start,
                 keep_alive: c.keep_alive,
+                username: c.username,
+                password: c.password,
             }),
             _ => None,
         }
@@ -143,16 +168,30 @@ impl Wire {
     }
 
     pub(crate) fn refuse(self, why: Refusal) -> MqttPacket {
-        match (self.0, why) {
-            (ProtocolVersion::MQTT3, Refusal::ClientIdRejected) => {
+        match self.0 {
+            ProtocolVersion::MQTT3 => {
+                let return_code = match why {
+                    Refusal::ClientIdRejected => v3::ConnectAckReason::IdentifierRejected,
+                    Refusal::BadCredentials => v3::ConnectAckReason::BadUserNameOrPassword,
+                    // MQTT 3.1.1 has no "slow down": "not authorized" is the closest truth.
+                    Refusal::NotAuthorized | Refusal::RateLimited => v3::ConnectAckReason::NotAuthorized,
+                    Refusal::ServerUnavailable => v3::ConnectAckReason::ServiceUnavailable,
+                };
                 MqttPacket::V3(v3::Packet::ConnectAck(v3::ConnectAck {
-                    return_code: v3::ConnectAckReason::IdentifierRejected,
+                    return_code,
                     session_present: false,
                 }))
             }
-            (ProtocolVersion::MQTT5, Refusal::ClientIdRejected) => {
+            ProtocolVersion::MQTT5 => {
+                let reason_code = match why {
+                    Refusal::ClientIdRejected => v5::ConnectAckReason::ClientIdentifierNotValid,
+                    Refusal::BadCredentials => v5::ConnectAckReason::BadUserNameOrPassword,
+                    Refusal::NotAuthorized => v5::ConnectAckReason::NotAuthorized,
+                    Refusal::ServerUnavailable => v5::ConnectAckReason::ServerUnavailable,
+                    Refusal::RateLimited => v5::ConnectAckReason::ConnectionRateExceeded,
+                };
                 MqttPacket::V5(v5::Packet::ConnectAck(Box::new(v5::ConnectAck {
-                    reason_code: v5::ConnectAckReason::ClientIdentifierNotValid,
+                    reason_code,
                     ..Default::default()
                 })))
             }

@@ -1,22 +1,19 @@
-//! EPR's bus face: 19/EPMMP metadata provider and 16/ECAP endpoint-token provider.
+//! EPR's bus face: the 19/EPMMP metadata provider.
 //!
 //! Subjects (queue group = the EPR instance name, so replicas share the load):
 //! - `kaa.v1.service.{epr}.epmmp.ep-metadata-get-request`
 //! - `kaa.v1.service.{epr}.epmmp.ep-metadata-patch-request`
 //! - `kaa.v1.service.{epr}.epmmp.ep-metadata-keys-get-request`
-//! - `kaa.v1.service.{epr}.ecap.ep-token-request`
+//!
+//! (Endpoint tokens, and so 16/ECAP, are the credential service's: [`crate::cm`].)
 //!
 //! Each request is decoded, answered by a pure-ish `answer_*` function (store in, response record
 //! out; tested without a bus) and the Avro response is published on the request's `replyTo`.
 //! Status codes and reason phrases come from [`AppError`], the same mapping the REST API uses.
 //! The metadata ETag on the bus is the version counter as a bare decimal string (`"7"`).
 
-use std::future::Future;
-
-use kaa_bus::{Bus, BusError, Message};
+use kaa_bus::{Bus, BusError};
 use kaa_protocol::{
-    avro::AvroRecord,
-    ecap::{EndpointTokenValidationRequest, EndpointTokenValidationResponse},
     epmmp::{
         self, EndpointMetadataGetRequest, EndpointMetadataGetResponse, EndpointMetadataKeysGetRequest,
         EndpointMetadataKeysGetResponse, EndpointMetadataPatchRequest, EndpointMetadataPatchResponse,
@@ -54,7 +51,7 @@ pub async fn serve(
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
-    let state = EprState::new(store, config)?;
+    let state = EprState::new(store, bus.clone(), config)?;
     let instance = state.config().instance.clone();
     let subscribe = |subject: String| {
         let bus = bus.clone();
@@ -68,7 +65,6 @@ pub async fn serve(
     let get = subscribe(subject::epmmp_request(&instance, epmmp::GET_REQUEST)).await?;
     let patch = subscribe(subject::epmmp_request(&instance, epmmp::PATCH_REQUEST)).await?;
     let keys = subscribe(subject::epmmp_request(&instance, epmmp::KEYS_GET_REQUEST)).await?;
-    let token = subscribe(subject::ecap_token_request(&instance)).await?;
     tracing::info!(instance = %instance, "EPR bus handlers ready");
 
     tokio::join!(
@@ -77,66 +73,24 @@ pub async fn serve(
             get,
             MAX_IN_FLIGHT,
             &shutdown,
-            responder(&bus, &state, answer_get)
+            worker::responder(&bus, &state, answer_get)
         ),
         worker::run(
             "epr.epmmp.patch",
             patch,
             MAX_IN_FLIGHT,
             &shutdown,
-            responder(&bus, &state, answer_patch)
+            worker::responder(&bus, &state, answer_patch)
         ),
         worker::run(
             "epr.epmmp.keys",
             keys,
             MAX_IN_FLIGHT,
             &shutdown,
-            responder(&bus, &state, answer_keys)
-        ),
-        worker::run(
-            "epr.ecap.token",
-            token,
-            MAX_IN_FLIGHT,
-            &shutdown,
-            responder(&bus, &state, answer_token)
+            worker::responder(&bus, &state, answer_keys)
         ),
     );
     Ok(())
-}
-
-/// A response record that can also express "your request could not be decoded".
-trait Response: AvroRecord {
-    fn undecodable(reason: String) -> Self;
-}
-
-/// Wraps an `answer` function into a per-message handler: decode, answer, reply.
-fn responder<Req, Resp, F, Fut>(
-    bus: &Bus,
-    state: &EprState,
-    answer: F,
-) -> impl Fn(Message) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
-where
-    Req: AvroRecord + Send + 'static,
-    Resp: Response + Send + 'static,
-    F: Fn(EprState, Req) -> Fut + Copy + Send + Sync + 'static,
-    Fut: Future<Output = Resp> + Send + 'static,
-{
-    let bus = bus.clone();
-    let state = state.clone();
-    move |msg: Message| {
-        let bus = bus.clone();
-        let state = state.clone();
-        Box::pin(async move {
-            let response = match Req::from_avro(&msg.payload) {
-                Ok(req) => answer(state, req).await,
-                Err(e) => {
-                    tracing::warn!(subject = %msg.subject, error = %e, "undecodable request");
-                    Resp::undecodable(e.to_string())
-                }
-            };
-            worker::reply(&bus, &msg, response.to_avro()).await;
-        })
-    }
 }
 
 fn status(err: &AppError) -> i32 {
@@ -233,77 +187,8 @@ pub async fn answer_keys(
     resp
 }
 
-/// 16/ECAP `ep-token-request`: token -> endpoint, only within the named application.
-pub async fn answer_token(
-    state: EprState,
-    req: EndpointTokenValidationRequest,
-) -> EndpointTokenValidationResponse {
-    let mut resp = EndpointTokenValidationResponse {
-        correlation_id: req.correlation_id,
-        timestamp: now_millis(),
-        ..Default::default()
-    };
-    match state.store().resolve_token(&req.token).await {
-        Ok(Some(info)) if state.config().application_of(&info.app_version) == Some(req.app_name.as_str()) => {
-            resp.status_code = 200;
-            resp.token_id = Some(info.token_id);
-            resp.endpoint_id = Some(info.endpoint_id);
-        }
-        // A token of another application is as unknown as a token of no application: saying
-        // more would let a client probe other applications' tokens.
-        Ok(_) => {
-            resp.status_code = 404;
-            resp.reason_phrase = Some(format!("unknown endpoint token for application {}", req.app_name));
-        }
-        Err(e) => {
-            let e = AppError::from(e);
-            resp.status_code = status(&e);
-            resp.reason_phrase = Some(e.message());
-        }
-    }
-    resp
-}
-
-impl Response for EndpointMetadataGetResponse {
-    fn undecodable(reason: String) -> Self {
-        Self {
-            timestamp: now_millis(),
-            status_code: 400,
-            reason_phrase: Some(reason),
-            ..Default::default()
-        }
-    }
-}
-
-impl Response for EndpointMetadataPatchResponse {
-    fn undecodable(reason: String) -> Self {
-        Self {
-            timestamp: now_millis(),
-            status_code: 400,
-            reason_phrase: Some(reason),
-            ..Default::default()
-        }
-    }
-}
-
-impl Response for EndpointMetadataKeysGetResponse {
-    fn undecodable(reason: String) -> Self {
-        Self {
-            timestamp: now_millis(),
-            status_code: 400,
-            reason_phrase: Some(reason),
-            ..Default::default()
-        }
-    }
-}
-
-impl Response for EndpointTokenValidationResponse {
-    fn undecodable(reason: String) -> Self {
-        Self {
-            timestamp: now_millis(),
-            status_code: 400,
-            reason_phrase: Some(reason),
-            ..Default::default()
-        }
-    }
-}
+worker::undecodable!(
+    EndpointMetadataGetResponse,
+    EndpointMetadataPatchResponse,
+    EndpointMetadataKeysGetResponse,
+);

@@ -1,21 +1,23 @@
-//! EPR, the endpoint register: the one owner of endpoints, their tokens and their metadata.
+//! EPR, the endpoint register: the one owner of endpoints and their metadata.
 //!
 //! # Layout
-//! - this file: [`Config`] (which applications and versions exist), its [`validate`], and [`EprState`], the
-//!   store plus config shared by both faces of the service.
-//! - [`error`]: [`AppError`], the one mapping from store errors to HTTP-style statuses, used by
-//!   the REST API and, as status codes, by the bus replies.
-//! - [`rest`]: the REST API under `/epr/api/v1` ([`router`]).
-//! - [`bus`]: the bus handlers ([`serve`]): 19/EPMMP metadata get / patch / keys-get and the
-//!   16/ECAP `ep-token-request` (token -> endpoint; EPR holds the tokens until a credential
-//!   service exists).
+//! - this file: [`Config`] (which applications and versions exist), its [`validate`], and
+//!   [`EprState`], what both faces of the service share (store, config, bus).
+//! - [`error`]: the mapping from store errors to [`AppError`] (HTTP-style statuses), used by the
+//!   REST API and, as status codes, by the bus replies.
+//! - [`rest`]: the REST API under `/epr/api/v1` ([`router`]). Registering with an
+//!   `endpointToken` hands the token to the credential service (`cm`) over the bus; registering
+//!   and deleting publish 9/ELCE lifecycle events (the credential service deletes a deleted
+//!   endpoint's tokens on `unregistered`).
+//! - [`bus`]: the bus handlers ([`serve`]): 19/EPMMP metadata get / patch / keys-get.
 //!
 //! Applications are configuration, not data: an endpoint is registered against an application
 //! version, and an application is the set of versions the config lists under its name. Listing
-//! by `applicationName` and checking ECAP's `appName` both go through that mapping.
+//! by `applicationName` goes through that mapping.
 
 use std::sync::Arc;
 
+use kaa_bus::Bus;
 use kaa_store::Store;
 
 pub mod bus;
@@ -36,6 +38,8 @@ pub use kaa_blueprint::config::{EprApplication as Application, EprConfig as Conf
 pub enum ConfigError {
     #[error("the EPR instance name must be a non-empty NATS subject token (no '.', '*', '>' or spaces)")]
     BadInstance,
+    #[error("cmInstance must be a non-empty NATS subject token (no '.', '*', '>' or spaces)")]
+    BadCmInstance,
     #[error("application #{0} has an empty name")]
     EmptyApplicationName(usize),
     #[error("application {0:?} is listed twice")]
@@ -54,6 +58,9 @@ pub enum ConfigError {
 pub fn validate(config: &Config) -> Result<(), ConfigError> {
     if !kaa_protocol::subject::is_valid_token(&config.instance) {
         return Err(ConfigError::BadInstance);
+    }
+    if !kaa_protocol::subject::is_valid_token(&config.cm_instance) {
+        return Err(ConfigError::BadCmInstance);
     }
     for (i, app) in config.applications.iter().enumerate() {
         if app.name.is_empty() {
@@ -79,29 +86,50 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// What the REST API and the bus handlers share: the store and the (validated) config.
+/// What the REST API and the bus handlers share: the store, the (validated) config and the bus
+/// (to reach the credential service and to publish lifecycle events).
 #[derive(Debug, Clone)]
 pub struct EprState {
     store: Store,
+    bus: Bus,
     config: Arc<Config>,
+    replica: Arc<str>,
 }
 
 impl EprState {
-    /// Validates `config` and bundles it with the store.
-    pub fn new(store: Store, config: Config) -> Result<Self, ConfigError> {
+    /// Validates `config` and bundles it with the store and the bus. The replica id (the
+    /// `originatorReplicaId` of lifecycle events) defaults to the instance name; see
+    /// [`Self::with_replica`].
+    pub fn new(store: Store, bus: Bus, config: Config) -> Result<Self, ConfigError> {
         validate(&config)?;
         Ok(Self {
             store,
+            bus,
+            replica: Arc::from(config.instance.as_str()),
             config: Arc::new(config),
         })
+    }
+
+    /// Names this replica in the events it publishes.
+    pub fn with_replica(mut self, replica: &str) -> Self {
+        self.replica = Arc::from(replica);
+        self
     }
 
     pub fn store(&self) -> &Store {
         &self.store
     }
 
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    pub fn replica(&self) -> &str {
+        &self.replica
     }
 }
 
@@ -177,5 +205,10 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(validate(&bad), Err(ConfigError::BadInstance));
+        let bad = Config {
+            cm_instance: "".into(),
+            ..Default::default()
+        };
+        assert_eq!(validate(&bad), Err(ConfigError::BadCmInstance));
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! | Method | Path | Success |
 //! |---|---|---|
-//! | POST | `/endpoints` | 201 `{"endpointId","appVersion":{"name"},"endpointToken"?}` + `Location` |
+//! | POST | `/endpoints` | 201 `{"endpointId","appVersion":{"name"},"endpointToken"?,"tokenId"?}` + `Location` |
 //! | GET | `/endpoints?applicationName&applicationVersionName&offset&limit&include=metadata` | 200 `{"content":[endpoint..],"offset","limit","totalElements"}` |
 //! | GET / DELETE | `/endpoints/{id}` (`?include=metadata` on GET) | 200 endpoint / 204 |
 //! | GET / PUT / PATCH | `/endpoints/{id}/metadata` (`?include=k1,k2` on GET) | 200 metadata object + `ETag` |
@@ -14,6 +14,15 @@
 //! mismatch). PATCH takes an RFC 6902 JSON Patch with `Content-Type: application/json-patch+json`.
 //! Bodies are parsed here rather than with axum's `Json` extractor so that every failure, bad
 //! JSON included, comes back in the one [`AppError`] JSON shape.
+//!
+//! An `endpointToken` given at registration is stored by the credential service, not here: after
+//! the endpoint is written, EPR sends a (kaa-rs, non-RFC) JSON `ep-token-provision-request` to
+//! `kaa.v1.service.{cmInstance}.ecap.ep-token-provision-request` and waits `cmTimeoutMs`. If the
+//! token is taken (409), unusable (400) or CM does not answer (503), the endpoint is deleted
+//! again, so a failed registration leaves nothing behind. Registration and deletion publish
+//! 9/ELCE `registered` / `unregistered` events.
+
+use std::time::Duration;
 
 use axum::{
     Json, Router,
@@ -21,16 +30,27 @@ use axum::{
     extract::{Path, Query, State, rejection::QueryRejection},
     http::{
         HeaderMap, HeaderValue, StatusCode,
-        header::{CONTENT_TYPE, ETAG, IF_MATCH, LOCATION},
+        header::{ETAG, IF_MATCH, LOCATION},
     },
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+use kaa_bus::BusError;
+use kaa_protocol::{
+    avro::AvroRecord,
+    ecap::{self, EndpointTokenProvisionRequest, EndpointTokenProvisionResponse},
+    elce::{RegisteredEvent, UnregisteredEvent},
+    now_millis, subject,
+};
 use kaa_store::{Endpoint, ListFilter, Metadata, NewEndpoint, is_valid_metadata_key};
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{AppError, EprState};
+use crate::{
+    cm::Secret,
+    rest::{Media, parse_json},
+};
 
 /// Path prefix of every EPR route.
 pub const PREFIX: &str = "/epr/api/v1";
@@ -38,8 +58,6 @@ pub const PREFIX: &str = "/epr/api/v1";
 const DEFAULT_LIMIT: u64 = 100;
 /// Largest page served; larger `limit`s are clamped (the response echoes the effective limit).
 const MAX_LIMIT: u64 = 1000;
-/// Longest endpoint token accepted (it travels in every MQTT topic, which 1/KP caps at 1024).
-const MAX_TOKEN_LEN: usize = 512;
 
 /// The EPR REST routes (absolute paths under [`PREFIX`]), ready to merge into the binary's app.
 pub fn router(state: EprState) -> Router {
@@ -73,7 +91,7 @@ struct AppVersionRef {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RegisterRequest {
     app_version: AppVersionRef,
-    endpoint_token: Option<String>,
+    endpoint_token: Option<Secret>,
     endpoint_id: Option<String>,
     metadata: Option<Map<String, Value>>,
 }
@@ -83,8 +101,12 @@ struct RegisterRequest {
 struct Registered {
     endpoint_id: String,
     app_version: AppVersionRef,
+    /// Echoed because the caller chose it; never shown again after this response.
     #[serde(skip_serializing_if = "Option::is_none")]
     endpoint_token: Option<String>,
+    /// The credential service's id of the token (for suspending or revoking it there).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_id: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -149,8 +171,14 @@ async fn register(
             known_versions(&state)
         )));
     }
+    let app_name = state
+        .config()
+        .application_of(&app_version)
+        .unwrap_or_default()
+        .to_owned();
     if let Some(token) = &req.endpoint_token {
-        check_token(token)?;
+        crate::cm::check_token_value(token.expose())
+            .map_err(|m| AppError::BadRequest(format!("endpointToken: {m}")))?;
     }
     if let Some(id) = &req.endpoint_id
         && uuid::Uuid::parse_str(id).is_err()
@@ -162,16 +190,41 @@ async fn register(
         .register(NewEndpoint {
             id: req.endpoint_id,
             app_version: app_version.clone(),
-            token: req.endpoint_token.clone(),
             metadata: req.metadata,
         })
         .await?;
+    let token_id = match &req.endpoint_token {
+        None => None,
+        Some(token) => match provision_token(&state, &endpoint, &app_name, token).await {
+            Ok(token_id) => Some(token_id),
+            Err(e) => {
+                // Undo the registration so that a failed request leaves nothing behind; the
+                // `unregistered` event also removes a token CM stored after our timeout.
+                undo_register(&state, &endpoint).await;
+                return Err(e);
+            }
+        },
+    };
+    publish_lifecycle(
+        &state,
+        subject::elce_registered(&state.config().instance),
+        RegisteredEvent {
+            correlation_id: uuid::Uuid::new_v4().to_string(),
+            timestamp: now_millis(),
+            timeout: 0,
+            app_version_name: endpoint.app_version.clone(),
+            endpoint_id: endpoint.id.clone(),
+            originator_replica_id: state.replica().to_owned(),
+        },
+    )
+    .await;
     let location = HeaderValue::try_from(format!("{PREFIX}/endpoints/{}", endpoint.id))
         .map_err(|_| AppError::BadRequest("endpointId is not usable in a URL".to_owned()))?;
     let body = Registered {
         endpoint_id: endpoint.id,
         app_version: AppVersionRef { name: app_version },
-        endpoint_token: req.endpoint_token,
+        endpoint_token: req.endpoint_token.map(Secret::into_inner),
+        token_id,
     };
     Ok((StatusCode::CREATED, [(LOCATION, location)], Json(body)).into_response())
 }
@@ -232,8 +285,91 @@ async fn delete_endpoint(
     State(state): State<EprState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
-    state.store().delete_endpoint(&id).await?;
+    let endpoint = state.store().delete_endpoint(&id).await?;
+    publish_unregistered(&state, &endpoint).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Asks the credential service to store `token` for the new endpoint; returns its token id.
+async fn provision_token(
+    state: &EprState,
+    endpoint: &Endpoint,
+    app_name: &str,
+    token: &Secret,
+) -> Result<String, AppError> {
+    let config = state.config();
+    let request = EndpointTokenProvisionRequest {
+        correlation_id: uuid::Uuid::new_v4().to_string(),
+        timestamp: now_millis(),
+        timeout: i64::try_from(config.cm_timeout_ms).unwrap_or(i64::MAX),
+        endpoint_id: endpoint.id.clone(),
+        app_name: app_name.to_owned(),
+        app_version: endpoint.app_version.clone(),
+        token: token.expose().to_owned(),
+    };
+    let subject = subject::ecap_request(&config.cm_instance, ecap::EP_TOKEN_PROVISION_REQUEST);
+    let unavailable = |why: String| {
+        AppError::ServiceUnavailable(format!(
+            "the credential service `{}` {why}; the endpoint was not registered, try again",
+            config.cm_instance
+        ))
+    };
+    let reply = state
+        .bus()
+        .request(
+            &subject,
+            request.to_json().into(),
+            Duration::from_millis(config.cm_timeout_ms),
+        )
+        .await
+        .map_err(|e| match e {
+            BusError::Timeout => unavailable(format!("did not answer within {} ms", config.cm_timeout_ms)),
+            BusError::NoResponders(_) => unavailable("is not running".to_owned()),
+            other => unavailable(format!("is unreachable ({other})")),
+        })?;
+    let response = EndpointTokenProvisionResponse::from_json(&reply.payload)
+        .map_err(|e| unavailable(format!("sent an unreadable answer ({e})")))?;
+    let reason = response.reason_phrase.unwrap_or_default();
+    match (response.status_code, response.token_id) {
+        (200..=299, Some(token_id)) => Ok(token_id),
+        (409, _) => Err(AppError::Conflict(format!("endpointToken: {reason}"))),
+        (400, _) => Err(AppError::BadRequest(format!("endpointToken: {reason}"))),
+        (status, _) => Err(unavailable(format!(
+            "could not store the token ({status} {reason})"
+        ))),
+    }
+}
+
+async fn undo_register(state: &EprState, endpoint: &Endpoint) {
+    match state.store().delete_endpoint(&endpoint.id).await {
+        Ok(_) => publish_unregistered(state, endpoint).await,
+        Err(e) => {
+            tracing::error!(endpoint_id = %endpoint.id, error = %e, "cannot undo a failed registration")
+        }
+    }
+}
+
+async fn publish_unregistered(state: &EprState, endpoint: &Endpoint) {
+    publish_lifecycle(
+        state,
+        subject::elce_unregistered(&state.config().instance),
+        UnregisteredEvent {
+            correlation_id: uuid::Uuid::new_v4().to_string(),
+            timestamp: now_millis(),
+            timeout: 0,
+            app_version_name: endpoint.app_version.clone(),
+            endpoint_id: endpoint.id.clone(),
+            originator_replica_id: state.replica().to_owned(),
+        },
+    )
+    .await;
+}
+
+/// Best effort: the write is done whether or not anyone hears about it.
+async fn publish_lifecycle(state: &EprState, subject: String, event: impl AvroRecord) {
+    if let Err(e) = state.bus().publish(&subject, event.to_avro().into()).await {
+        tracing::warn!(%subject, error = %e, "cannot publish endpoint lifecycle event");
+    }
 }
 
 async fn get_metadata(
@@ -419,20 +555,6 @@ fn check_key(key: &str) -> Result<(), AppError> {
     }
 }
 
-fn check_token(token: &str) -> Result<(), AppError> {
-    let usable = !token.is_empty()
-        && token.len() <= MAX_TOKEN_LEN
-        && !token.contains(['/', '+', '#'])
-        && !token.chars().any(char::is_control);
-    match usable {
-        true => Ok(()),
-        false => Err(AppError::BadRequest(format!(
-            "endpointToken must be 1..={MAX_TOKEN_LEN} bytes usable as one MQTT topic level \
-             (no '/', '+', '#' or control characters)"
-        ))),
-    }
-}
-
 fn known_versions(state: &EprState) -> String {
     let all: Vec<&str> = state
         .config()
@@ -444,39 +566,6 @@ fn known_versions(state: &EprState) -> String {
         true => "none (add applications to the EPR config)".to_owned(),
         false => all.join(", "),
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Media {
-    /// `application/json` or any `+json` type; a missing Content-Type is accepted.
-    Json,
-    /// Exactly `application/json-patch+json` (RFC 6902), so a merge patch is never misread.
-    JsonPatch,
-}
-
-fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8], media: Media) -> Result<T, AppError> {
-    let content_type = headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
-    let accepted = match (media, content_type.as_deref()) {
-        (Media::Json, None) => true,
-        (Media::Json, Some(ct)) => {
-            ct == "application/json" || (ct.starts_with("application/") && ct.ends_with("+json"))
-        }
-        (Media::JsonPatch, ct) => ct == Some("application/json-patch+json"),
-    };
-    if !accepted {
-        let wanted = match media {
-            Media::Json => "application/json",
-            Media::JsonPatch => "application/json-patch+json (an RFC 6902 JSON Patch)",
-        };
-        return Err(AppError::UnsupportedMediaType(format!(
-            "Content-Type {} is not supported here; send {wanted}",
-            content_type.as_deref().unwrap_or("(none)")
-        )));
-    }
-    serde_json::from_slice(body).map_err(|e| AppError::BadRequest(format!("invalid request body: {e}")))
 }
 
 #[cfg(test)]
@@ -506,48 +595,5 @@ mod tests {
             if_match(&headers(&[("if-match", "\"1\", \"2\"")])),
             Err(AppError::BadRequest(_))
         ));
-    }
-
-    #[test]
-    fn content_types() {
-        let ok: Value = parse_json(
-            &headers(&[("content-type", "application/json; charset=utf-8")]),
-            b"1",
-            Media::Json,
-        )
-        .unwrap();
-        assert_eq!(ok, Value::from(1));
-        parse_json::<Value>(&headers(&[]), b"1", Media::Json).unwrap();
-        parse_json::<Value>(
-            &headers(&[("content-type", "application/merge-patch+json")]),
-            b"{}",
-            Media::Json,
-        )
-        .unwrap();
-        assert!(matches!(
-            parse_json::<Value>(&headers(&[("content-type", "text/plain")]), b"1", Media::Json),
-            Err(AppError::UnsupportedMediaType(_))
-        ));
-        assert!(matches!(
-            parse_json::<Value>(
-                &headers(&[("content-type", "application/json")]),
-                b"[]",
-                Media::JsonPatch
-            ),
-            Err(AppError::UnsupportedMediaType(_))
-        ));
-        assert!(matches!(
-            parse_json::<Value>(&headers(&[]), b"{nope", Media::Json),
-            Err(AppError::BadRequest(m)) if m.contains("invalid request body")
-        ));
-    }
-
-    #[test]
-    fn token_rules() {
-        check_token("abc-123_X").unwrap();
-        for bad in ["", "a/b", "a+b", "a#b", "a\nb"] {
-            assert!(check_token(bad).is_err(), "{bad:?}");
-        }
-        assert!(check_token(&"x".repeat(MAX_TOKEN_LEN + 1)).is_err());
     }
 }

@@ -1,5 +1,5 @@
-//! EPR + EPMX over the in-process bus, driven the way the gateway drives them: 4/ESP ClientData
-//! requests on `kaa.v1.service.epmx.esp.ClientData` and 16/ECAP token requests to EPR.
+//! EPR + EPMX (+ CM) over the in-process bus, driven the way the gateway drives them: 4/ESP
+//! ClientData requests on `kaa.v1.service.epmx.esp.ClientData` and 16/ECAP token requests to CM.
 
 use std::time::Duration;
 
@@ -13,8 +13,7 @@ use kaa_protocol::{
     esp::{ClientData, ExtensionData},
     now_millis, subject,
 };
-use kaa_services::{epmx, epr};
-use kaa_store::Store;
+use kaa_services::epmx;
 use kaa_testkit::eventually;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -24,10 +23,11 @@ use crate::support::*;
 
 const READY: Duration = Duration::from_secs(10);
 
-/// EPR (bus + REST on one store) and EPMX on one in-process bus.
+/// EPR (bus + REST on one store), CM and EPMX on one in-process bus.
 struct Platform {
     bus: Bus,
     rest: axum::Router,
+    stack: Stack,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -45,24 +45,18 @@ impl Platform {
     }
 
     async fn start_with(with_epr: bool, epmx_config: epmx::Config) -> Platform {
-        let bus = Bus::in_process();
-        let store = Store::open_in_memory().await.unwrap();
-        let rest = epr::router(epr::EprState::new(store.clone(), epr_config()).unwrap());
+        let stack = Stack::start_with(with_epr, true).await;
+        let bus = stack.bus.clone();
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
-        if with_epr {
-            let (bus, shutdown) = (bus.clone(), shutdown.clone());
-            tasks.push(tokio::spawn(async move {
-                epr::serve(bus, store, epr_config(), shutdown).await.unwrap()
-            }));
-        }
         let (b, s) = (bus.clone(), shutdown.clone());
         tasks.push(tokio::spawn(async move {
             epmx::serve(b, epmx_config, s).await.unwrap()
         }));
         let platform = Platform {
             bus,
-            rest,
+            rest: stack.epr.clone(),
+            stack,
             shutdown,
             tasks,
         };
@@ -116,7 +110,7 @@ impl Platform {
         let reply = self
             .bus
             .request(
-                &subject::ecap_token_request("epr"),
+                &subject::ecap_token_request("cm"),
                 Bytes::from(req.to_avro()),
                 Duration::from_secs(5),
             )
@@ -135,6 +129,7 @@ impl Platform {
                 .expect("service stops on shutdown")
                 .unwrap();
         }
+        self.stack.stop().await;
     }
 }
 
@@ -359,7 +354,7 @@ async fn ecap_token_validation() {
     let reply = p
         .bus
         .request(
-            &subject::ecap_token_request("epr"),
+            &subject::ecap_token_request("cm"),
             Bytes::from_static(&[0xff, 0xff]),
             Duration::from_secs(5),
         )

@@ -1,13 +1,12 @@
 //! EPR REST API through the router, no socket.
 
 use axum::http::StatusCode;
-use kaa_services::epr;
 use serde_json::{Value, json};
 
 use crate::support::*;
 
 async fn app() -> axum::Router {
-    epr::router(epr_state().await)
+    epr_app().await
 }
 
 fn assert_error(reply: &Reply, status: StatusCode, kind: &str, message_contains: &str) {

@@ -6,9 +6,25 @@ use axum::{
     http::{Request, StatusCode, header::HeaderMap},
 };
 use http_body_util::BodyExt;
-use kaa_services::epr::{self, Application, EprState};
+use std::time::Duration;
+
+use bytes::Bytes;
+use kaa_bus::Bus;
+use kaa_protocol::{
+    avro::AvroRecord,
+    ecap,
+    epmmp::{self, EndpointMetadataGetRequest},
+    subject,
+};
+use kaa_services::{
+    cm::{self, CmState, PasswordHashSettings},
+    epr::{self, Application, EprState},
+};
 use kaa_store::Store;
+use kaa_testkit::eventually;
 use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 pub const APP: &str = "smart-meter";
@@ -30,11 +46,113 @@ pub fn epr_config() -> epr::Config {
                 versions: vec![OTHER_V1.into()],
             },
         ],
+        ..Default::default()
     }
 }
 
-pub async fn epr_state() -> EprState {
-    EprState::new(Store::open_in_memory().await.unwrap(), epr_config()).unwrap()
+/// CM for the same applications, with a password hash cheap enough for tests.
+pub fn cm_config() -> cm::Config {
+    cm::Config {
+        instance: "cm".into(),
+        epr_instance: "epr".into(),
+        applications: epr_config().applications,
+        request_timeout_ms: 2_000,
+        password_hash: PasswordHashSettings {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        },
+    }
+}
+
+const READY: Duration = Duration::from_secs(10);
+
+/// EPR (REST + bus) and CM (REST + bus) on one in-process bus and one in-memory store.
+pub struct Stack {
+    pub bus: Bus,
+    pub store: Store,
+    pub epr: Router,
+    pub cm: Router,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Stack {
+    pub async fn start() -> Stack {
+        Self::start_with(true, true).await
+    }
+
+    /// Only the services asked for run on the bus (REST routers exist either way).
+    pub async fn start_with(with_epr: bool, with_cm: bool) -> Stack {
+        let bus = Bus::in_process();
+        let store = Store::open_in_memory().await.unwrap();
+        let epr_state = EprState::new(store.clone(), bus.clone(), epr_config()).unwrap();
+        let cm_state = CmState::new(store.clone(), bus.clone(), cm_config()).unwrap();
+        let shutdown = CancellationToken::new();
+        let mut tasks = Vec::new();
+        if with_epr {
+            let (b, store, stop) = (bus.clone(), store.clone(), shutdown.clone());
+            tasks.push(tokio::spawn(async move {
+                epr::serve(b, store, epr_config(), stop).await.unwrap()
+            }));
+            wait_for_epr(&bus).await;
+        }
+        if with_cm {
+            let (state, stop) = (cm_state.clone(), shutdown.clone());
+            tasks.push(tokio::spawn(async move { cm::serve(state, stop).await.unwrap() }));
+            wait_for_cm(&bus).await;
+        }
+        Stack {
+            epr: epr::router(epr_state),
+            cm: cm::router(cm_state.clone()),
+            bus,
+            store,
+            shutdown,
+            tasks,
+        }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .expect("service stops on shutdown")
+                .unwrap();
+        }
+    }
+}
+
+/// Until EPR answers a metadata request (404 for an unknown endpoint).
+pub async fn wait_for_epr(bus: &Bus) {
+    let req = EndpointMetadataGetRequest {
+        endpoint_id: "ghost".into(),
+        ..Default::default()
+    };
+    let subject = subject::epmmp_request("epr", epmmp::GET_REQUEST);
+    eventually(READY, "EPR to answer", || async {
+        bus.request(&subject, Bytes::from(req.to_avro()), Duration::from_millis(500))
+            .await
+            .ok()
+    })
+    .await;
+}
+
+/// Until CM answers on its provisioning subject, which it subscribes to last.
+pub async fn wait_for_cm(bus: &Bus) {
+    let subject = subject::ecap_request("cm", ecap::EP_TOKEN_PROVISION_REQUEST);
+    eventually(READY, "CM to answer", || async {
+        bus.request(&subject, Bytes::from_static(b"{}"), Duration::from_millis(500))
+            .await
+            .ok()
+    })
+    .await;
+}
+
+/// EPR's REST API with CM serving on the bus behind it (tokens given at registration go there).
+pub async fn epr_app() -> Router {
+    // Dropping the rest of the stack detaches its tasks: they live as long as the test's runtime.
+    Stack::start_with(false, true).await.epr
 }
 
 /// A response, decoded.
