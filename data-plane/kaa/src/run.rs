@@ -15,7 +15,8 @@ use crate::services::{Platform, ServiceContext};
 /// Run one service instance against NATS.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The kind of service the config file is for (kpc, epr, epmx, cm).
+    /// The kind of service the config file is for.
+    #[arg(value_parser = kind_parser())]
     kind: ServiceKind,
     /// The instance's config file (JSON or YAML), as written by `kaa render`.
     #[arg(long)]
@@ -23,7 +24,8 @@ pub struct Args {
     /// NATS server URL.
     #[arg(long, default_value = "nats://127.0.0.1:4222", env = "KAA_NATS_URL")]
     nats_url: String,
-    /// SQLite database file, for services that keep state.
+    /// SQLite database file; services that keep state (the register, the credential service)
+    /// require it.
     #[arg(long, env = "KAA_DATABASE")]
     database: Option<PathBuf>,
     /// Management listener: `/health` and the service's REST API.
@@ -65,9 +67,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot open {}", path.display()))?,
         ),
-        (None, kind @ (ServiceKind::Epr | ServiceKind::Cm)) => {
-            anyhow::bail!("a `{kind}` service needs --database FILE")
-        }
+        (None, kind) if keeps_state(kind) => anyhow::bail!(
+            "a `{kind}` service keeps its state in a database and needs --database FILE (or \
+             KAA_DATABASE): an SQLite file, created if missing"
+        ),
         (None, _) => None,
     };
     let bus = Bus::connect_nats(&args.nats_url)
@@ -90,6 +93,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         store.close().await;
     }
     Ok(())
+}
+
+/// The `<KIND>` argument: every [`ServiceKind`], listed in `--help` and in the error for an
+/// unknown one.
+fn kind_parser() -> impl clap::builder::TypedValueParser<Value = ServiceKind> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(ServiceKind::ALL.map(ServiceKind::as_str))
+        .try_map(|kind| kind.parse::<ServiceKind>())
+}
+
+/// Whether instances of `kind` keep state in a database. Deny-by-default, like [`serves_rest`].
+fn keeps_state(kind: ServiceKind) -> bool {
+    !matches!(kind, ServiceKind::Kpc | ServiceKind::Epmx)
 }
 
 /// Whether instances of `kind` serve a REST API. Deny-by-default: a new kind needs the admin token

@@ -112,6 +112,11 @@ impl Platform {
         self.kpc.as_ref().map(Kpc::mqtt_addr)
     }
 
+    /// The gateway's MQTT over TLS address, if it has that listener.
+    pub fn mqtts_addr(&self) -> Option<SocketAddr> {
+        self.kpc.as_ref().and_then(Kpc::mqtts_addr)
+    }
+
     /// Stops the gateway first (its clients are told, their endpoints announced disconnected),
     /// then everything else, waiting for requests in flight.
     pub async fn stop(self, ctx: &ServiceContext) {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use kaa_blueprint::Blueprint;
-use kaa_blueprint::config::ServiceConfig;
+use kaa_blueprint::config::{ClientAuthMode, ClientCertMode, ServiceConfig};
 use kaa_bus::Bus;
 use kaa_store::Store;
 
@@ -30,6 +30,10 @@ pub struct Args {
     /// MQTT listener (plain TCP) of the gateway.
     #[arg(long, default_value = "127.0.0.1:1883", env = "KAA_MQTT_ADDR")]
     mqtt_addr: String,
+    /// MQTT over TLS listener of the gateway, replacing the Blueprint's `mqtts.listen` (the
+    /// Blueprint must configure `mqtts`).
+    #[arg(long, env = "KAA_MQTTS_ADDR")]
+    mqtts_addr: Option<String>,
     /// HTTP listener: REST APIs and `/health`.
     #[arg(long, default_value = "127.0.0.1:8000", env = "KAA_HTTP_ADDR")]
     http_addr: String,
@@ -48,12 +52,30 @@ pub async fn up(args: Args) -> anyhow::Result<()> {
         ServiceConfig::Kpc(kpc) => Some(kpc),
         _ => None,
     });
+    let mut listeners = Listeners::default();
     if let Some(kpc) = gateways.next() {
         kpc.mqtt.listen = args.mqtt_addr.clone();
+        match (&mut kpc.mqtts, &args.mqtts_addr) {
+            (Some(tls), Some(addr)) => tls.listen = addr.clone(),
+            (None, Some(_)) => anyhow::bail!(
+                "--mqtts-addr (KAA_MQTTS_ADDR) is set but the Blueprint's kpc has no `mqtts` \
+                 listener to move: add `mqtts` (certFile, keyFile, ...) to its config, see \
+                 blueprints/secured.yaml"
+            ),
+            _ => {}
+        }
+        listeners = Listeners {
+            mqtt: kpc.mqtt.auth,
+            mqtts: kpc.mqtts.as_ref().map(|t| (t.auth, t.client_certs)),
+        };
     }
     anyhow::ensure!(
         gateways.next().is_none(),
         "`kaa up` runs one kpc instance; this Blueprint declares several"
+    );
+    anyhow::ensure!(
+        args.mqtts_addr.is_none() || listeners.mqtts.is_some(),
+        "--mqtts-addr (KAA_MQTTS_ADDR) is set but the Blueprint has no kpc service"
     );
 
     std::fs::create_dir_all(&args.data_dir)
@@ -74,7 +96,7 @@ pub async fn up(args: Args) -> anyhow::Result<()> {
 
     let app = crate::http::app(bus, platform.router(), Some(admin_token));
     let (http_addr, http) = crate::http::serve(&args.http_addr, app, context.shutdown.clone()).await?;
-    print_banner(&blueprint, &platform, http_addr, &token_path, created);
+    print_banner(&blueprint, &platform, listeners, http_addr, &token_path, created);
 
     crate::shutdown_signal().await;
     platform.stop(&context).await;
@@ -83,10 +105,39 @@ pub async fn up(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How the gateway's listeners authenticate clients, for the banner.
+#[derive(Debug, Clone, Copy, Default)]
+struct Listeners {
+    mqtt: ClientAuthMode,
+    /// The TLS listener's client authentication and client certificate mode, if there is one.
+    mqtts: Option<(ClientAuthMode, ClientCertMode)>,
+}
+
+/// What the banner says about a listener's client authentication.
+fn describe_auth(auth: ClientAuthMode) -> &'static str {
+    match auth {
+        ClientAuthMode::None => "client authentication is OFF: for local development only",
+        ClientAuthMode::Password => "clients authenticate with username and password",
+        ClientAuthMode::Certificate => "clients authenticate with a TLS client certificate",
+        ClientAuthMode::PasswordOrCertificate => {
+            "clients authenticate with a TLS client certificate or username and password"
+        }
+    }
+}
+
+fn describe_client_certs(certs: ClientCertMode) -> &'static str {
+    match certs {
+        ClientCertMode::None => "no client certificates",
+        ClientCertMode::Optional => "client certificates optional",
+        ClientCertMode::Required => "client certificates required",
+    }
+}
+
 #[allow(clippy::print_stdout)] // the banner is the command's output
 fn print_banner(
     blueprint: &Blueprint,
     platform: &Platform,
+    listeners: Listeners,
     http: std::net::SocketAddr,
     token_path: &Path,
     created: bool,
@@ -99,6 +150,14 @@ fn print_banner(
         .mqtt_addr()
         .map(|a| (a.ip().to_string(), a.port()))
         .unwrap_or_default();
+    let mqtts = match (platform.mqtts_addr(), listeners.mqtts) {
+        (Some(addr), Some((auth, certs))) => format!(
+            "\n  MQTTS {addr}   (TLS, {}; {})",
+            describe_client_certs(certs),
+            describe_auth(auth)
+        ),
+        _ => String::new(),
+    };
     let app_version = blueprint
         .spec
         .applications
@@ -114,23 +173,42 @@ fn print_banner(
     } else {
         "kept from an earlier run"
     };
+    // With client authentication on, the device first needs a credential (README: Securing devices).
+    let (credential, login) = match listeners.mqtt {
+        ClientAuthMode::None => (String::new(), ""),
+        ClientAuthMode::Password | ClientAuthMode::PasswordOrCertificate => (
+            format!(
+                r#"
+  curl -s -X POST http://{http}/ccm/api/v1/clients -H 'Content-Type: application/json' \
+    {auth} \
+    -d '{{"clientId":"my-meter","username":"my-meter","password":"CHANGE-ME"}}'"#
+            ),
+            " -u my-meter -P CHANGE-ME",
+        ),
+        ClientAuthMode::Certificate => (
+            "\n  # plain MQTT takes certificate clients only: see the README, \"Securing devices\""
+                .to_owned(),
+            "",
+        ),
+    };
     println!(
         r#"kaa-rs is up: Blueprint `{name}`
-  MQTT  {mqtt}   (client authentication is OFF: for local development only)
-  HTTP  http://{http}   REST /epr/api/v1, health /health
+  MQTT  {mqtt}   ({mqtt_auth}){mqtts}
+  HTTP  http://{http}   REST /epr/api/v1, /cm/api/v1, /ccm/api/v1, health /health
   admin {token}   ({token_note}: every REST call needs `Authorization: Bearer <its content>`;
         keep it secret, delete it and restart to get a new one)
 
 Connect a device (Ctrl-C stops the platform):
   curl -s -X POST http://{http}/epr/api/v1/endpoints -H 'Content-Type: application/json' \
     {auth} \
-    -d '{{"appVersion":{{"name":"{app_version}"}},"endpointToken":"my-meter"}}'
-  mosquitto_rr -h {host} -p {port} -t kp1/{app_version}/epmx/my-meter/update/keys/1 \
+    -d '{{"appVersion":{{"name":"{app_version}"}},"endpointToken":"my-meter"}}'{credential}
+  mosquitto_rr -h {host} -p {port}{login} -t kp1/{app_version}/epmx/my-meter/update/keys/1 \
     -e kp1/{app_version}/epmx/my-meter/update/keys/1/status -W 5 \
     -m '{{"model":"MySmartMeter A300","mac":"00-14-22-01-23-45"}}'
   curl -s {auth} \
     'http://{http}/epr/api/v1/endpoints?applicationVersionName={app_version}'"#,
         name = blueprint.metadata.name,
+        mqtt_auth = describe_auth(listeners.mqtt),
     );
 }
 
