@@ -5,10 +5,10 @@
 //! grows by one on every write and serves as the ETag for conditional writes. Endpoint tokens
 //! are the credential service's (see [`crate::cm`]).
 //!
-//! Metadata writes are optimistic: read the object and its version, compute the new object,
-//! then `UPDATE ... WHERE version = <read version>`. A lost race is retried (or reported as a
-//! version mismatch when the caller pinned a version with If-Match). This needs no row locks,
-//! so it behaves the same on SQLite and PostgreSQL.
+//! A metadata write reads the object, computes the new one and writes it in one write
+//! transaction (SQLite `BEGIN IMMEDIATE`; on PostgreSQL this becomes `SELECT ... FOR UPDATE`),
+//! so concurrent writers to one endpoint queue up and none is lost. If-Match compares the
+//! caller's version with the one read inside that transaction.
 //!
 //! Parameters are written `$1, $2, ...`, which both SQLite and PostgreSQL accept.
 
@@ -17,9 +17,6 @@ use serde_json::{Map, Value};
 use sqlx::{QueryBuilder, Row, Sqlite, sqlite::SqliteRow};
 
 use crate::{Store, now_millis};
-
-/// How often a metadata write is retried after losing a race to a concurrent writer.
-const WRITE_RETRIES: usize = 16;
 
 /// Errors of the EPR repository.
 #[derive(Debug, thiserror::Error)]
@@ -36,8 +33,6 @@ pub enum EprError {
     InvalidMetadata(String),
     #[error("cannot apply JSON patch: {0}")]
     Patch(#[from] json_patch::PatchError),
-    #[error("metadata of endpoint {0} changed too often concurrently; try again")]
-    Contended(String),
     #[error("stored metadata of endpoint {endpoint_id} is not a JSON object: {reason}")]
     Corrupt { endpoint_id: String, reason: String },
     #[error("database error: {0}")]
@@ -222,36 +217,7 @@ impl Store {
 
     /// The endpoint's metadata object and version.
     pub async fn metadata(&self, endpoint_id: &str) -> Result<Metadata, EprError> {
-        let row = sqlx::query(
-            "SELECT e.app_version, m.body, m.version \
-             FROM epr_endpoints e JOIN epr_metadata m ON m.endpoint_id = e.id WHERE e.id = $1",
-        )
-        .bind(endpoint_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| EprError::EndpointNotFound(endpoint_id.to_owned()))?;
-        let body: String = row.try_get("body")?;
-        let body = match serde_json::from_str::<Value>(&body) {
-            Ok(Value::Object(map)) => map,
-            Ok(other) => {
-                return Err(EprError::Corrupt {
-                    endpoint_id: endpoint_id.to_owned(),
-                    reason: format!("found {other}"),
-                });
-            }
-            Err(e) => {
-                return Err(EprError::Corrupt {
-                    endpoint_id: endpoint_id.to_owned(),
-                    reason: e.to_string(),
-                });
-            }
-        };
-        Ok(Metadata {
-            endpoint_id: endpoint_id.to_owned(),
-            app_version: row.try_get("app_version")?,
-            body,
-            version: row.try_get("version")?,
-        })
+        fetch_metadata(&self.pool, endpoint_id).await
     }
 
     /// The endpoint's metadata keys, sorted.
@@ -338,51 +304,75 @@ impl Store {
         .await
     }
 
-    /// Read-modify-write with a compare-and-set on the version (see the module docs).
+    /// Read-modify-write inside one write transaction (see the module docs).
     async fn update_metadata(
         &self,
         endpoint_id: &str,
         if_match: Option<i64>,
         change: impl Fn(&mut Map<String, Value>) -> Result<(), EprError>,
     ) -> Result<MetadataUpdate, EprError> {
-        for _ in 0..WRITE_RETRIES {
-            let read = self.metadata(endpoint_id).await?;
-            if let Some(expected) = if_match
-                && expected != read.version
-            {
-                return Err(EprError::VersionMismatch {
-                    expected,
-                    current: read.version,
-                });
-            }
-            let mut body = read.body.clone();
-            change(&mut body)?;
-            check_keys(&body)?;
-            let version = read.version + 1;
-            let written = sqlx::query(
-                "UPDATE epr_metadata SET body = $1, version = $2 WHERE endpoint_id = $3 AND version = $4",
-            )
+        // IMMEDIATE takes SQLite's write lock before the read, so concurrent writers queue up
+        // instead of reading the same version and losing their update.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let read = fetch_metadata(&mut *tx, endpoint_id).await?;
+        if let Some(expected) = if_match
+            && expected != read.version
+        {
+            return Err(EprError::VersionMismatch {
+                expected,
+                current: read.version,
+            });
+        }
+        let mut body = read.body.clone();
+        change(&mut body)?;
+        check_keys(&body)?;
+        let version = read.version + 1;
+        sqlx::query("UPDATE epr_metadata SET body = $1, version = $2 WHERE endpoint_id = $3")
             .bind(Value::Object(body.clone()).to_string())
             .bind(version)
             .bind(endpoint_id)
-            .bind(read.version)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-            if written.rows_affected() == 1 {
-                return Ok(MetadataUpdate {
-                    previous: read.body,
-                    current: Metadata {
-                        body,
-                        version,
-                        ..read
-                    },
-                });
-            }
-            // Someone wrote in between (or deleted the endpoint): re-read and try again; with
-            // If-Match the next round reports the mismatch, after a delete it reports not found.
-        }
-        Err(EprError::Contended(endpoint_id.to_owned()))
+        tx.commit().await?;
+        Ok(MetadataUpdate {
+            previous: read.body,
+            current: Metadata {
+                body,
+                version,
+                ..read
+            },
+        })
     }
+}
+
+async fn fetch_metadata<'e>(
+    exec: impl sqlx::SqliteExecutor<'e>,
+    endpoint_id: &str,
+) -> Result<Metadata, EprError> {
+    let row = sqlx::query(
+        "SELECT e.app_version, m.body, m.version \
+         FROM epr_endpoints e JOIN epr_metadata m ON m.endpoint_id = e.id WHERE e.id = $1",
+    )
+    .bind(endpoint_id)
+    .fetch_optional(exec)
+    .await?
+    .ok_or_else(|| EprError::EndpointNotFound(endpoint_id.to_owned()))?;
+    let body: String = row.try_get("body")?;
+    let corrupt = |reason: String| EprError::Corrupt {
+        endpoint_id: endpoint_id.to_owned(),
+        reason,
+    };
+    let body = match serde_json::from_str::<Value>(&body) {
+        Ok(Value::Object(map)) => map,
+        Ok(other) => return Err(corrupt(format!("found {other}"))),
+        Err(e) => return Err(corrupt(e.to_string())),
+    };
+    Ok(Metadata {
+        endpoint_id: endpoint_id.to_owned(),
+        app_version: row.try_get("app_version")?,
+        body,
+        version: row.try_get("version")?,
+    })
 }
 
 async fn fetch_endpoint<'e>(exec: impl sqlx::SqliteExecutor<'e>, id: &str) -> Result<Endpoint, EprError> {

@@ -10,7 +10,7 @@ impl From<EprError> for AppError {
     fn from(err: EprError) -> Self {
         match err {
             EprError::EndpointNotFound(_) | EprError::KeyNotFound(_) => Self::NotFound(err.to_string()),
-            EprError::DuplicateEndpoint(_) | EprError::Contended(_) => Self::Conflict(err.to_string()),
+            EprError::DuplicateEndpoint(_) => Self::Conflict(err.to_string()),
             // A patch that is well-formed but cannot be applied to the current document
             // (missing path, failed "test") is a conflict with the resource state (RFC 5789).
             EprError::Patch(_) => Self::Conflict(err.to_string()),
