@@ -144,14 +144,30 @@ async fn concurrent_updates_from_one_device_are_all_applied() {
     // 100 requests in flight at once for one endpoint, each writing its own key.
     for i in 1..=100 {
         let topic = format!("kp1/{AV}/epmx/busy-token/update/keys/{i}");
-        device.publish(&topic, json!({ format!("k{i}"): i }).to_string(), QoS::AtLeastOnce).await;
+        device
+            .publish(
+                &topic,
+                json!({ format!("k{i}"): i }).to_string(),
+                QoS::AtLeastOnce,
+            )
+            .await;
     }
     let mut ok = 0;
     while ok < 100 {
         let (topic, payload) = device.next_message(DEADLINE).await.expect("a reply per request");
-        assert!(topic.ends_with("/status"), "{topic}: {}", String::from_utf8_lossy(&payload));
+        assert!(
+            topic.ends_with("/status"),
+            "{topic}: {}",
+            String::from_utf8_lossy(&payload)
+        );
         ok += 1;
     }
-    let (_, keys) = device.request(&format!("kp1/{AV}/epmx/busy-token/get/keys/101"), "").await;
-    assert_eq!(keys.as_array().map(Vec::len), Some(100), "every update was applied: {keys}");
+    let (_, keys) = device
+        .request(&format!("kp1/{AV}/epmx/busy-token/get/keys/101"), "")
+        .await;
+    assert_eq!(
+        keys.as_array().map(Vec::len),
+        Some(100),
+        "every update was applied: {keys}"
+    );
 }

@@ -361,6 +361,9 @@ pub struct CmConfig {
     pub request_timeout_ms: u64,
     #[serde(default)]
     pub password_hash: PasswordHashSettings,
+    /// Where tokens and credentials live (`sql`: the service's database; `kubernetes`: Secrets).
+    #[serde(default)]
+    pub storage: CmStorage,
 }
 
 impl Default for CmConfig {
@@ -369,6 +372,7 @@ impl Default for CmConfig {
         let CmSettings {
             request_timeout_ms,
             password_hash,
+            storage,
         } = CmSettings::default();
         CmConfig {
             instance: ServiceKind::Cm.as_str().to_owned(),
@@ -376,6 +380,7 @@ impl Default for CmConfig {
             applications: Vec::new(),
             request_timeout_ms,
             password_hash,
+            storage,
         }
     }
 }
@@ -398,6 +403,8 @@ pub struct CmSettings {
     pub request_timeout_ms: u64,
     #[serde(default)]
     pub password_hash: PasswordHashSettings,
+    #[serde(default)]
+    pub storage: CmStorage,
 }
 
 impl Default for CmSettings {
@@ -405,8 +412,20 @@ impl Default for CmSettings {
         CmSettings {
             request_timeout_ms: default_request_timeout(),
             password_hash: PasswordHashSettings::default(),
+            storage: CmStorage::default(),
         }
     }
+}
+
+/// Where CM keeps endpoint tokens and client credentials.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CmStorage {
+    /// The service's SQL database (`kaa up`'s data dir, `kaa run --database`).
+    #[default]
+    Sql,
+    /// Kubernetes Secrets in the pod's namespace, read through a watch (cluster mode).
+    Kubernetes,
 }
 
 /// Cost of the argon2id hash of client passwords. The defaults are OWASP's minimum for argon2id
@@ -493,6 +512,10 @@ mod tests {
         assert_eq!(cfg.application_of("b1"), None);
         assert!(serde_json::from_str::<CmSettings>(r#"{"passwordHash":{"memory":1}}"#).is_err());
         assert!(serde_json::from_str::<CmSettings>(r#"{"timeout":1}"#).is_err());
+        assert_eq!(cfg.storage, CmStorage::Sql, "SQL unless asked");
+        let k8s: CmSettings = serde_json::from_str(r#"{"storage":"kubernetes"}"#).unwrap();
+        assert_eq!(k8s.storage, CmStorage::Kubernetes);
+        assert!(serde_json::from_str::<CmSettings>(r#"{"storage":"etcd"}"#).is_err());
         let epr: EprConfig = serde_json::from_str(r#"{"instance":"epr","applications":[]}"#).unwrap();
         assert_eq!(epr, EprConfig::default());
     }

@@ -90,6 +90,7 @@ pub(crate) fn render_checked(blueprint: &Blueprint, p: &mut Problems) -> Vec<Ren
                     applications: applications.clone(),
                     request_timeout_ms: s.request_timeout_ms,
                     password_hash: s.password_hash,
+                    storage: s.storage,
                 })
             }),
             ServiceKind::Epmx => settings::<EpmxSettings>(service, i, p).map(|s| {
@@ -151,7 +152,10 @@ mod tests {
             .find(|s| s.kind == ServiceKind::Cm)
             .unwrap();
         cm.name = Some("creds".into());
-        cm.config = serde_json::from_str(r#"{"passwordHash":{"memoryKib":64,"iterations":1}}"#).unwrap();
+        cm.config = serde_json::from_str(
+            r#"{"passwordHash":{"memoryKib":64,"iterations":1},"storage":"kubernetes"}"#,
+        )
+        .unwrap();
         let rendered = render(&bp).unwrap();
         let configs: Vec<&ServiceConfig> = rendered.iter().map(|r| &r.config).collect();
         let Some(ServiceConfig::Cm(c)) = configs.iter().find(|c| c.kind() == ServiceKind::Cm) else {
@@ -159,6 +163,7 @@ mod tests {
         };
         assert_eq!((c.instance.as_str(), c.epr_instance.as_str()), ("creds", "epr"));
         assert_eq!((c.password_hash.memory_kib, c.password_hash.iterations), (64, 1));
+        assert_eq!(c.storage, crate::config::CmStorage::Kubernetes);
         assert_eq!(c.application_of("demo_application_v1"), Some("demo_application"));
         let Some(ServiceConfig::Kpc(k)) = configs.iter().find(|c| c.kind() == ServiceKind::Kpc) else {
             panic!("no kpc")

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use kaa_blueprint::ServiceKind;
-use kaa_blueprint::config::ServiceConfig;
+use kaa_blueprint::config::{CmStorage, ServiceConfig};
 use kaa_bus::Bus;
 use kaa_store::Store;
 
@@ -38,6 +38,10 @@ pub struct Args {
     /// This replica's id (names its bus subjects); defaults to the host name plus a random suffix.
     #[arg(long, env = "KAA_REPLICA_ID")]
     replica_id: Option<String>,
+    /// Kubernetes namespace of the credential Secrets (a `cm` with `storage: kubernetes`);
+    /// defaults to the client's namespace: the pod's own in a cluster, KUBECONFIG's context outside.
+    #[arg(long, env = "KAA_NAMESPACE")]
+    namespace: Option<String>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -67,7 +71,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot open {}", path.display()))?,
         ),
-        (None, kind) if keeps_state(kind) => anyhow::bail!(
+        (None, kind) if keeps_state(kind) && !state_in_kubernetes(&config) => anyhow::bail!(
             "a `{kind}` service keeps its state in a database and needs --database FILE (or \
              KAA_DATABASE): an SQLite file, created if missing"
         ),
@@ -80,7 +84,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| config.instance().to_owned());
         format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
     });
-    let context = ServiceContext::new(bus.clone(), store.clone(), &replica);
+    let mut context = ServiceContext::new(bus.clone(), store.clone(), &replica);
+    context.namespace = args.namespace.clone().filter(|ns| !ns.is_empty());
     let platform = Platform::start(vec![config], &context).await?;
     let app = crate::http::app(bus, platform.router(), admin_token);
     let (http_addr, http) = crate::http::serve(&args.http_addr, app, context.shutdown.clone()).await?;
@@ -106,6 +111,12 @@ fn kind_parser() -> impl clap::builder::TypedValueParser<Value = ServiceKind> {
 /// Whether instances of `kind` keep state in a database. Deny-by-default, like [`serves_rest`].
 fn keeps_state(kind: ServiceKind) -> bool {
     !matches!(kind, ServiceKind::Kpc | ServiceKind::Epmx)
+}
+
+/// Whether the instance keeps its state in Kubernetes rather than a database (CM with
+/// `storage: kubernetes`).
+fn state_in_kubernetes(config: &ServiceConfig) -> bool {
+    matches!(config, ServiceConfig::Cm(cm) if cm.storage == CmStorage::Kubernetes)
 }
 
 /// Whether instances of `kind` serve a REST API. Deny-by-default: a new kind needs the admin token

@@ -20,6 +20,9 @@ pub struct ServiceContext {
     pub store: Option<Store>,
     /// Distinguishes this process's replicas on the bus.
     pub replica: String,
+    /// Namespace of Kubernetes-backed state (CM's `storage: kubernetes`); `None`: the Kubernetes
+    /// client's default (in a pod, its own namespace).
+    pub namespace: Option<String>,
     pub shutdown: CancellationToken,
 }
 
@@ -29,6 +32,7 @@ impl ServiceContext {
             bus,
             store,
             replica: replica.to_owned(),
+            namespace: None,
             shutdown: CancellationToken::new(),
         }
     }
@@ -74,7 +78,19 @@ impl Platform {
                     });
                 }
                 ServiceConfig::Cm(config) => {
-                    let store = ctx.store(&instance)?;
+                    let store: cm::CredentialStore = match config.storage {
+                        cm::CmStorage::Sql => ctx.store(&instance)?.into(),
+                        cm::CmStorage::Kubernetes => cm::kubernetes::SecretStore::connect(
+                            &instance,
+                            ctx.namespace.as_deref(),
+                            cm::kubernetes::DEFAULT_READY_TIMEOUT,
+                        )
+                        .await
+                        .with_context(|| {
+                            format!("service `{instance}` keeps its credentials in Kubernetes Secrets")
+                        })?
+                        .into(),
+                    };
                     let state = cm::CmState::new(store, ctx.bus.clone(), config)?
                         .with_replica(&format!("{instance}-{}", ctx.replica));
                     platform.router = platform.router.merge(cm::router(state.clone()));

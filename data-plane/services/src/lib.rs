@@ -5,7 +5,8 @@
 //!   [`kaa_store::Store`]); serves them over REST (`/epr/api/v1`, [`epr::router`]) and over the
 //!   bus ([`epr::serve`]: 19/EPMMP metadata provider). A registration's `endpointToken` is handed
 //!   to `cm`.
-//! - [`cm`]: the credential service. Owns endpoint tokens and client credentials; the 16/ECAP
+//! - [`cm`]: the credential service. Owns endpoint tokens and client credentials (in the database,
+//!   or as Kubernetes Secrets read through a watch: [`cm::CredentialStore`]); the 16/ECAP
 //!   provider on the bus ([`cm::serve`]) and REST under `/cm/api/v1` and `/ccm/api/v1`
 //!   ([`cm::router`]); broadcasts token and credential revocations.
 //! - [`epmx`]: the endpoint metadata extension. Answers devices' 10/EPMP requests that the

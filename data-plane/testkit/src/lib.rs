@@ -5,6 +5,8 @@
 //!   (so two tests can never race for one port), killed and reaped on drop.
 //! - [`free_port`]: a TCP port on 127.0.0.1 that was free a moment ago, for servers we start ourselves.
 //! - [`eventually`]: poll a condition until it holds or a deadline passes; the replacement for sleeps.
+//! - [`kube_api`]: [`FakeApiServer`], a stateful fake Kubernetes API server (list, watch, get,
+//!   create, replace, merge patch, delete of any kind) and a `kube::Client` pointing at it.
 //! - [`Device`]: an MQTT 3.1.1 client (rumqttc) that never subscribes, like the official Kaa client,
 //!   and collects whatever the gateway sends it.
 //!
@@ -20,6 +22,7 @@ use std::{
 };
 
 use bytes::Bytes;
+pub use kube_api::{FakeApiServer, ObjectKey};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 use tokio::{
@@ -27,6 +30,8 @@ use tokio::{
     sync::{mpsc, oneshot},
     time::Instant,
 };
+
+pub mod kube_api;
 
 /// Environment variable naming the `nats-server` binary; falls back to `nats-server` on `PATH`.
 pub const NATS_SERVER_ENV: &str = "NATS_SERVER";

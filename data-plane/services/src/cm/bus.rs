@@ -11,6 +11,9 @@
 //! - `kaa.v1.events.{epr}.endpoint.lifecycle.unregistered`: the endpoint's tokens are deleted
 //!   (and their revocation broadcast).
 //!
+//! With a backend that sees revocations itself (Kubernetes Secrets, changed by anyone), [`serve`]
+//! also publishes what it reports (`announce_revocations`).
+//!
 //! Status codes: 200 accepted; 400 malformed request; 401 wrong or unknown username/password (one
 //! answer for both, so usernames cannot be probed); 403 a known but unusable token or credential
 //! (`token suspended`, `token revoked`); 404 unknown token (or one of another application: as
@@ -102,11 +105,33 @@ pub async fn serve(state: CmState, shutdown: CancellationToken) -> Result<(), Se
         ),
         run("cm.ecap.provision", provision, provisioner(&state)),
         run("cm.elce.unregistered", unregistered, on_unregistered(&state)),
+        announce_revocations(&state, &shutdown),
     );
     Ok(())
 }
 
 type Handler = Box<dyn Fn(Message) -> worker::Handling + Send + Sync>;
+
+/// Publishes the revocations the storage backend reports, in order, until shutdown (then those
+/// already reported). Nothing to do for a backend that leaves announcing to CM.
+async fn announce_revocations(state: &CmState, shutdown: &CancellationToken) {
+    let Some(mut revocations) = state.store().take_revocations() else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            biased;
+            revocation = revocations.recv() => match revocation {
+                Some(revocation) => state.announce(revocation).await,
+                None => return,
+            },
+            () = shutdown.cancelled() => break,
+        }
+    }
+    while let Ok(revocation) = revocations.try_recv() {
+        state.announce(revocation).await;
+    }
+}
 
 /// 16/ECAP `ep-token-request`: token -> endpoint, within the named application. The first
 /// successful validation activates an `Inactive` token.
@@ -328,9 +353,11 @@ pub async fn answer_provision(
                 token: req.token,
             })
             .await
-            .map_err(|e| match e {
-                CmError::DuplicateToken => AppError::Conflict("endpoint token is already in use".to_owned()),
-                other => other.into(),
+            .map_err(|e| match e.as_cm() {
+                Some(CmError::DuplicateToken) => {
+                    AppError::Conflict("endpoint token is already in use".to_owned())
+                }
+                _ => e.into(),
             })?;
         tracing::info!(token_id = %token.id, endpoint_id = %token.endpoint_id, "endpoint token provisioned");
         Ok(token.id)

@@ -14,9 +14,13 @@
 //! `ClientCredentialRevokedEvent`. Gateways drop caches and cut sessions on them.
 //!
 //! # Layout
-//! - this file: [`Config`] and its [`validate`], [`CmState`] (store, bus, config, password
+//! - this file: [`Config`] and its [`validate`], [`CmState`] (storage, bus, config, password
 //!   hasher: what both faces share), the status change every path goes through
 //!   ([`CmState::set_token_status`]) and the revocation broadcasts.
+//! - [`storage`]: the storage seam, [`CredentialStore`]: SQL ([`kaa_store::Store`]) or
+//!   Kubernetes Secrets ([`kubernetes::SecretStore`]), chosen by `storage` in the config.
+//! - [`kubernetes`]: the Secret backend: a reflector-fed in-memory index, writes with optimistic
+//!   concurrency, revocations seen by its watch; the Secret layout ([`kubernetes::layout`]).
 //! - [`bus`]: the bus face ([`serve`]): the four 16/ECAP providers, the kaa-rs
 //!   `ep-token-provision-request` EPR uses at registration, and EPR's `unregistered` events.
 //! - [`rest`]: `/cm/api/v1` (tokens) and `/ccm/api/v1` (client credentials) ([`router`]).
@@ -26,6 +30,10 @@
 //!
 //! Secrets never reach logs, errors or `Debug` output: requests carry them as [`Secret`]s, the
 //! store keeps only hashes, and log lines name tokens and credentials by their ids.
+//!
+//! Revocations are announced by whoever sees them happen: with SQL, CM as it makes the change;
+//! with Kubernetes Secrets, which `kubectl` or the operator may change too, the backend's watch
+//! (for every change, CM's own included), published by [`serve`].
 
 use std::sync::Arc;
 
@@ -35,25 +43,28 @@ use kaa_protocol::{
     ecap::{ClientCredentialRevokedEvent, EndpointTokenRevokedEvent},
     now_millis, subject,
 };
-use kaa_store::{EndpointToken, Store, TokenStatus, Transition};
+use kaa_store::{EndpointToken, TokenStatus, Transition};
 
 pub mod bus;
 mod error;
+pub mod kubernetes;
 mod password;
 pub mod rest;
 mod secret;
+pub mod storage;
 
 pub use bus::{ServeError, serve};
 pub use password::PasswordError;
 pub use rest::router;
 pub use secret::{MAX_TOKEN_LEN, Secret, check_token_value, generate_token};
+pub use storage::{CredentialStore, Revocation, StorageError};
 
 use crate::rest::AppError;
 use password::Passwords;
 
 /// CM configuration: the one typed config rendered from a Blueprint
 /// ([`kaa_blueprint::config::CmConfig`]).
-pub use kaa_blueprint::config::{CmConfig as Config, CmSettings, PasswordHashSettings};
+pub use kaa_blueprint::config::{CmConfig as Config, CmSettings, CmStorage, PasswordHashSettings};
 
 /// An unusable [`Config`].
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +97,7 @@ fn check_names(config: &Config) -> Result<(), ConfigError> {
 /// What the REST API and the bus handlers share.
 #[derive(Debug, Clone)]
 pub struct CmState {
-    store: Store,
+    store: CredentialStore,
     bus: Bus,
     config: Arc<Config>,
     passwords: Passwords,
@@ -94,14 +105,14 @@ pub struct CmState {
 }
 
 impl CmState {
-    /// Validates `config` and bundles it with the store and the bus. The replica id (the
-    /// `originatorReplicaId` of revocation events) defaults to the instance name; see
-    /// [`Self::with_replica`].
-    pub fn new(store: Store, bus: Bus, config: Config) -> Result<Self, ConfigError> {
+    /// Validates `config` and bundles it with the storage backend (a [`kaa_store::Store`] or a
+    /// [`kubernetes::SecretStore`]) and the bus. The replica id (the `originatorReplicaId` of
+    /// revocation events) defaults to the instance name; see [`Self::with_replica`].
+    pub fn new(store: impl Into<CredentialStore>, bus: Bus, config: Config) -> Result<Self, ConfigError> {
         check_names(&config)?;
         let passwords = Passwords::new(&config.password_hash)?;
         Ok(CmState {
-            store,
+            store: store.into(),
             bus,
             passwords,
             replica: Arc::from(config.instance.as_str()),
@@ -115,7 +126,7 @@ impl CmState {
         self
     }
 
-    pub fn store(&self) -> &Store {
+    pub fn store(&self) -> &CredentialStore {
         &self.store
     }
 
@@ -156,8 +167,16 @@ impl CmState {
         Ok(transition)
     }
 
-    /// Broadcasts that `token_ids` of one endpoint no longer identify it.
+    /// Broadcasts that `token_ids` of one endpoint no longer identify it, unless the backend
+    /// announces its changes itself.
     pub(crate) async fn token_revoked(&self, app_name: &str, endpoint_id: &str, token_ids: Vec<String>) {
+        if !self.store.announces_revocations() {
+            self.announce_token_revoked(app_name, endpoint_id, token_ids)
+                .await;
+        }
+    }
+
+    async fn announce_token_revoked(&self, app_name: &str, endpoint_id: &str, token_ids: Vec<String>) {
         let event = EndpointTokenRevokedEvent {
             correlation_id: uuid::Uuid::new_v4().to_string(),
             timestamp: now_millis(),
@@ -171,8 +190,15 @@ impl CmState {
             .await;
     }
 
-    /// Broadcasts that a client credential no longer authenticates anyone.
+    /// Broadcasts that a client credential no longer authenticates anyone, unless the backend
+    /// announces its changes itself.
     pub(crate) async fn credential_revoked(&self, credential_id: &str) {
+        if !self.store.announces_revocations() {
+            self.announce_credential_revoked(credential_id).await;
+        }
+    }
+
+    async fn announce_credential_revoked(&self, credential_id: &str) {
         let event = ClientCredentialRevokedEvent {
             correlation_id: uuid::Uuid::new_v4().to_string(),
             timestamp: now_millis(),
@@ -182,6 +208,29 @@ impl CmState {
         };
         self.broadcast(subject::ecap_credential_revoked(&self.config.instance), event)
             .await;
+    }
+
+    /// Publishes what the backend saw (see [`CredentialStore::take_revocations`]).
+    pub(crate) async fn announce(&self, revocation: Revocation) {
+        match revocation {
+            Revocation::Tokens {
+                app_name,
+                endpoint_id,
+                token_ids,
+            } => {
+                tracing::info!(
+                    endpoint_id,
+                    tokens = token_ids.len(),
+                    "announcing endpoint token revocation"
+                );
+                self.announce_token_revoked(&app_name, &endpoint_id, token_ids)
+                    .await;
+            }
+            Revocation::Credential { credential_id } => {
+                tracing::info!(credential_id, "announcing client credential revocation");
+                self.announce_credential_revoked(&credential_id).await;
+            }
+        }
     }
 
     /// Best effort: the change is stored either way; a gateway that misses the event still

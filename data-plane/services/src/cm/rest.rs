@@ -143,11 +143,11 @@ async fn issue_token(
             token: value.expose().to_owned(),
         })
         .await
-        .map_err(|e| match e {
-            CmError::DuplicateToken => {
+        .map_err(|e| match e.as_cm() {
+            Some(CmError::DuplicateToken) => {
                 AppError::Conflict("token: this endpoint token is already in use".to_owned())
             }
-            other => other.into(),
+            _ => e.into(),
         })?;
     tracing::info!(token_id = %token.id, endpoint_id = %token.endpoint_id, "endpoint token issued");
     let location = location(&format!("{CM_PREFIX}/tokens/{}", token.id))?;

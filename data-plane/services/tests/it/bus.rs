@@ -1,5 +1,6 @@
 //! EPR + EPMX (+ CM) over the in-process bus, driven the way the gateway drives them: 4/ESP
 //! ClientData requests on `kaa.v1.service.epmx.esp.ClientData` and 16/ECAP token requests to CM.
+//! The flows that resolve tokens run with CM on both storage backends.
 
 use std::time::Duration;
 
@@ -34,7 +35,13 @@ struct Platform {
 
 impl Platform {
     async fn start() -> Platform {
-        Self::start_with(
+        Self::on(Backend::Sql).await
+    }
+
+    /// With CM on `backend`.
+    async fn on(backend: Backend) -> Platform {
+        Self::start_on(
+            backend,
             true,
             epmx::Config {
                 request_timeout_ms: 2_000,
@@ -45,7 +52,11 @@ impl Platform {
     }
 
     async fn start_with(with_epr: bool, epmx_config: epmx::Config) -> Platform {
-        let stack = Stack::start_with(with_epr, true).await;
+        Self::start_on(Backend::Sql, with_epr, epmx_config).await
+    }
+
+    async fn start_on(backend: Backend, with_epr: bool, epmx_config: epmx::Config) -> Platform {
+        let stack = Stack::start_on(backend, with_epr, true).await;
         let bus = stack.bus.clone();
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
@@ -167,9 +178,8 @@ fn assert_failed(reply: &ExtensionData, status: i32, reason_contains: &str) {
     );
 }
 
-#[tokio::test]
-async fn tutorial_flow_register_update_keys_get() {
-    let p = Platform::start().await;
+async fn tutorial_flow_register_update_keys_get(backend: Backend) {
+    let p = Platform::on(backend).await;
     register(&p.rest, APP_V1, Some("MY_TOKEN")).await;
 
     // The gateway resolves the token through 16/ECAP first.
@@ -328,9 +338,8 @@ async fn bad_input_gets_clear_errors() {
     p.stop().await;
 }
 
-#[tokio::test]
-async fn ecap_token_validation() {
-    let p = Platform::start().await;
+async fn ecap_token_validation(backend: Backend) {
+    let p = Platform::on(backend).await;
     let id = register(&p.rest, APP_V2, Some("tok-a")).await;
 
     let ok = p.token(APP, "tok-a").await;
@@ -496,3 +505,5 @@ async fn silent_epr_is_504_and_does_not_block_other_requests() {
     fake.abort();
     p.stop().await;
 }
+
+on_both_backends!(tutorial_flow_register_update_keys_get, ecap_token_validation);

@@ -1,5 +1,7 @@
 //! CM, the credential service: 16/ECAP over `Bus::in_process()` the way the gateway asks, its
 //! revocation broadcasts, its REST APIs through `oneshot`, and EPR's registration path through it.
+//! Every test that involves CM's storage runs on both backends (`sql::*`, `kubernetes::*`): the
+//! same statuses, events and answers are expected from both.
 
 use std::{
     io::Write,
@@ -25,9 +27,13 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
-const TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(5);
 
-async fn ecap<Req: AvroRecord, Resp: AvroRecord>(bus: &Bus, message_type: &str, req: &Req) -> Resp {
+pub(crate) async fn ecap<Req: AvroRecord, Resp: AvroRecord>(
+    bus: &Bus,
+    message_type: &str,
+    req: &Req,
+) -> Resp {
     let reply = bus
         .request(
             &subject::ecap_request("cm", message_type),
@@ -39,7 +45,7 @@ async fn ecap<Req: AvroRecord, Resp: AvroRecord>(bus: &Bus, message_type: &str, 
     Resp::from_avro(&reply.payload).unwrap()
 }
 
-async fn validate_token(bus: &Bus, app: &str, token: &str) -> EndpointTokenValidationResponse {
+pub(crate) async fn validate_token(bus: &Bus, app: &str, token: &str) -> EndpointTokenValidationResponse {
     let resp: EndpointTokenValidationResponse = ecap(
         bus,
         ecap::EP_TOKEN_REQUEST,
@@ -56,7 +62,12 @@ async fn validate_token(bus: &Bus, app: &str, token: &str) -> EndpointTokenValid
     resp
 }
 
-async fn transition(bus: &Bus, app: &str, token: &str, to: &str) -> EndpointTokenStatusTransitionResponse {
+pub(crate) async fn transition(
+    bus: &Bus,
+    app: &str,
+    token: &str,
+    to: &str,
+) -> EndpointTokenStatusTransitionResponse {
     ecap(
         bus,
         ecap::EP_TOKEN_STATUS_TRANSITION_REQUEST,
@@ -72,7 +83,7 @@ async fn transition(bus: &Bus, app: &str, token: &str, to: &str) -> EndpointToke
     .await
 }
 
-async fn login(
+pub(crate) async fn login(
     bus: &Bus,
     username: Option<&str>,
     password: Option<&str>,
@@ -91,7 +102,11 @@ async fn login(
     .await
 }
 
-async fn present_certificate(bus: &Bus, issuer: &str, serial: &str) -> ClientCertificateValidationResponse {
+pub(crate) async fn present_certificate(
+    bus: &Bus,
+    issuer: &str,
+    serial: &str,
+) -> ClientCertificateValidationResponse {
     ecap(
         bus,
         ecap::CLIENT_CERTIFICATE_REQUEST,
@@ -107,7 +122,7 @@ async fn present_certificate(bus: &Bus, issuer: &str, serial: &str) -> ClientCer
 }
 
 /// The next message on `sub`, decoded, within the deadline.
-async fn next_event<T: AvroRecord>(sub: &mut Subscription) -> T {
+pub(crate) async fn next_event<T: AvroRecord>(sub: &mut Subscription) -> T {
     let msg = tokio::time::timeout(TIMEOUT, sub.next())
         .await
         .expect("an event within the deadline")
@@ -116,7 +131,7 @@ async fn next_event<T: AvroRecord>(sub: &mut Subscription) -> T {
 }
 
 /// Nothing more arrives on `sub` (after a round trip through CM has flushed its work).
-async fn assert_no_event(sub: &mut Subscription) {
+pub(crate) async fn assert_no_event(sub: &mut Subscription) {
     let extra = tokio::time::timeout(Duration::from_millis(200), sub.next()).await;
     assert!(extra.is_err(), "unexpected event {extra:?}");
 }
@@ -144,7 +159,7 @@ async fn put_status(stack: &Stack, token_id: &str, status: &str) -> Reply {
     .await
 }
 
-async fn create_client(stack: &Stack, body: Value) -> Reply {
+pub(crate) async fn create_client(stack: &Stack, body: Value) -> Reply {
     json(&stack.cm, "POST", "/ccm/api/v1/clients", &body).await
 }
 
@@ -161,9 +176,8 @@ fn assert_error(reply: &Reply, status: StatusCode, message_contains: &str) {
 
 // --- endpoint tokens over 16/ECAP --------------------------------------------------------------
 
-#[tokio::test]
-async fn token_lifecycle_inactive_active_suspended_active_revoked() {
-    let stack = Stack::start().await;
+async fn token_lifecycle_inactive_active_suspended_active_revoked(backend: Backend) {
+    let stack = Stack::on(backend).await;
     let mut revoked = stack
         .bus
         .subscribe(&subject::ecap_token_revoked("cm"), None)
@@ -244,9 +258,8 @@ async fn token_lifecycle_inactive_active_suspended_active_revoked() {
     stack.stop().await;
 }
 
-#[tokio::test]
-async fn unknown_and_foreign_tokens_and_bad_requests() {
-    let stack = Stack::start().await;
+async fn unknown_and_foreign_tokens_and_bad_requests(backend: Backend) {
+    let stack = Stack::on(backend).await;
     register(&stack.epr, OTHER_V1, Some("lamp-token")).await;
 
     let unknown = validate_token(&stack.bus, APP, "nope").await;
@@ -321,9 +334,8 @@ async fn unknown_and_foreign_tokens_and_bad_requests() {
     stack.stop().await;
 }
 
-#[tokio::test]
-async fn deleting_an_endpoint_deletes_and_revokes_its_tokens() {
-    let stack = Stack::start().await;
+async fn deleting_an_endpoint_deletes_and_revokes_its_tokens(backend: Backend) {
+    let stack = Stack::on(backend).await;
     let mut revoked = stack
         .bus
         .subscribe(&subject::ecap_token_revoked("cm"), None)
@@ -385,9 +397,8 @@ async fn deleting_an_endpoint_deletes_and_revokes_its_tokens() {
 
 // --- client credentials over 16/ECAP -----------------------------------------------------------
 
-#[tokio::test]
-async fn username_and_password() {
-    let stack = Stack::start().await;
+async fn username_and_password(backend: Backend) {
+    let stack = Stack::on(backend).await;
     let created = create_client(
         &stack,
         json!({"clientId": "gateway-1", "username": "gw1", "password": "s3cret-pa55"}),
@@ -423,15 +434,20 @@ async fn username_and_password() {
     assert_eq!(login(&stack.bus, None, None).await.status_code, 401);
 
     // The store holds an argon2id hash, not the password.
-    let found = stack.store.password_credential("gw1").await.unwrap().unwrap();
+    let found = stack
+        .cm_state
+        .store()
+        .password_credential("gw1")
+        .await
+        .unwrap()
+        .unwrap();
     assert!(found.password_hash.starts_with("$argon2id$"));
     assert!(!found.password_hash.contains("s3cret"));
     stack.stop().await;
 }
 
-#[tokio::test]
-async fn deleting_a_credential_revokes_it_at_once() {
-    let stack = Stack::start().await;
+async fn deleting_a_credential_revokes_it_at_once(backend: Backend) {
+    let stack = Stack::on(backend).await;
     let mut revoked = stack
         .bus
         .subscribe(&subject::ecap_credential_revoked("cm"), None)
@@ -464,9 +480,8 @@ async fn deleting_a_credential_revokes_it_at_once() {
     stack.stop().await;
 }
 
-#[tokio::test]
-async fn certificates_by_issuer_and_serial_or_by_upload() {
-    let stack = Stack::start().await;
+async fn certificates_by_issuer_and_serial_or_by_upload(backend: Backend) {
+    let stack = Stack::on(backend).await;
     let typed = create_client(
         &stack,
         json!({"clientId": "meter-1", "issuer": "CN=Devices CA, O=Example", "serialNumber": "004660"}),
@@ -526,9 +541,8 @@ async fn certificates_by_issuer_and_serial_or_by_upload() {
 
 // --- REST --------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn issuing_tokens_over_rest() {
-    let stack = Stack::start().await;
+async fn issuing_tokens_over_rest(backend: Backend) {
+    let stack = Stack::on(backend).await;
     let id = register(&stack.epr, APP_V2, None).await;
     let path = format!("/cm/api/v1/endpoints/{id}/tokens");
 
@@ -606,18 +620,16 @@ async fn issuing_tokens_over_rest() {
     stack.stop().await;
 }
 
-#[tokio::test]
-async fn issuing_a_token_needs_epr() {
-    let stack = Stack::start_with(false, true).await;
+async fn issuing_a_token_needs_epr(backend: Backend) {
+    let stack = Stack::start_on(backend, false, true).await;
     let reply = call(&stack.cm, "POST", "/cm/api/v1/endpoints/any/tokens", None, &[]).await;
     assert_error(&reply, StatusCode::SERVICE_UNAVAILABLE, "`epr`");
     assert_eq!(reply.body["error"], "service_unavailable");
     stack.stop().await;
 }
 
-#[tokio::test]
-async fn client_credentials_rest() {
-    let stack = Stack::start().await;
+async fn client_credentials_rest(backend: Backend) {
+    let stack = Stack::on(backend).await;
     for (client, user) in [("a", "a1"), ("a", "a2"), ("b", "b1")] {
         let reply = create_client(
             &stack,
@@ -786,8 +798,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
     }
 }
 
-#[tokio::test]
-async fn secrets_never_reach_the_logs() {
+async fn secrets_never_reach_the_logs(backend: Backend) {
     let logs = Captured::default();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
@@ -797,7 +808,7 @@ async fn secrets_never_reach_the_logs() {
     // A current-thread test runtime: every task of this test logs through this subscriber.
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let stack = Stack::start().await;
+    let stack = Stack::on(backend).await;
     let id = register(&stack.epr, APP_V1, Some("tok-SECRET-1")).await;
     validate_token(&stack.bus, APP, "tok-SECRET-1").await;
     validate_token(&stack.bus, APP, "tok-SECRET-2").await;
@@ -867,3 +878,16 @@ async fn secrets_never_reach_the_logs() {
         "a mistyped password was logged:\n{text}"
     );
 }
+
+on_both_backends!(
+    token_lifecycle_inactive_active_suspended_active_revoked,
+    unknown_and_foreign_tokens_and_bad_requests,
+    deleting_an_endpoint_deletes_and_revokes_its_tokens,
+    username_and_password,
+    deleting_a_credential_revokes_it_at_once,
+    certificates_by_issuer_and_serial_or_by_upload,
+    issuing_tokens_over_rest,
+    issuing_a_token_needs_epr,
+    client_credentials_rest,
+    secrets_never_reach_the_logs,
+);

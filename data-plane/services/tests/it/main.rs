@@ -4,7 +4,11 @@
 //! - `bus`: EPR, CM and EPMX serving over `Bus::in_process()`: the smart-meter tutorial flow, bad
 //!   input, EPR unavailable.
 //! - `cm`: the credential service: 16/ECAP token lifecycle and client authentication, revocation
-//!   events, its REST APIs, EPR registration through it, and no secrets in logs.
+//!   events, its REST APIs, EPR registration through it, and no secrets in logs; on both storage
+//!   backends (SQL, Kubernetes Secrets).
+//! - `cm_kubernetes`: what only the Secret backend has: the documented layout, Secrets changed or
+//!   deleted behind CM's back (revoked at once), credentials present before CM starts, validation
+//!   without API calls, two replicas writing one Secret, a watch that missed changes.
 
 #![allow(
     clippy::unwrap_used,
@@ -13,5 +17,6 @@
 
 mod bus;
 mod cm;
+mod cm_kubernetes;
 mod epr_rest;
 mod support;

@@ -17,11 +17,11 @@ use kaa_protocol::{
     subject,
 };
 use kaa_services::{
-    cm::{self, CmState, PasswordHashSettings},
+    cm::{self, CmState, CredentialStore, PasswordHashSettings, kubernetes::SecretStore},
     epr::{self, Application, EprState},
 };
 use kaa_store::Store;
-use kaa_testkit::eventually;
+use kaa_testkit::{FakeApiServer, eventually};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -62,32 +62,93 @@ pub fn cm_config() -> cm::Config {
             iterations: 1,
             parallelism: 1,
         },
+        ..Default::default()
     }
+}
+
+/// Where CM keeps its tokens and credentials in a test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The in-memory SQLite store EPR uses too.
+    Sql,
+    /// Secrets in namespace `default` of a fake Kubernetes API server.
+    Kubernetes,
+}
+
+/// The namespace the Kubernetes backend uses in tests.
+pub const NAMESPACE: &str = "default";
+
+/// Runs each named `async fn(Backend)` test once per backend, as `sql::name` and
+/// `kubernetes::name`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sql {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::support::Backend::Sql).await
+                }
+            )*
+        }
+        mod kubernetes {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::support::Backend::Kubernetes).await
+                }
+            )*
+        }
+    };
+}
+pub(crate) use on_both_backends;
+
+/// A SecretStore for CM instance `cm` on `api`, with its initial list loaded.
+pub async fn secret_store(api: &FakeApiServer) -> SecretStore {
+    SecretStore::start(api.client(), NAMESPACE, "cm", READY)
+        .await
+        .unwrap()
 }
 
 const READY: Duration = Duration::from_secs(10);
 
-/// EPR (REST + bus) and CM (REST + bus) on one in-process bus and one in-memory store.
+/// EPR (REST + bus) and CM (REST + bus) on one in-process bus; EPR on an in-memory store, CM on
+/// the same store or on Secrets of a fake Kubernetes API server.
 pub struct Stack {
     pub bus: Bus,
+    /// EPR's store (and CM's, on [`Backend::Sql`]).
     pub store: Store,
     pub epr: Router,
     pub cm: Router,
+    pub cm_state: CmState,
+    /// The API server CM's Secrets live in, on [`Backend::Kubernetes`].
+    pub kube: Option<FakeApiServer>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Stack {
-    pub async fn start() -> Stack {
-        Self::start_with(true, true).await
-    }
-
     /// Only the services asked for run on the bus (REST routers exist either way).
     pub async fn start_with(with_epr: bool, with_cm: bool) -> Stack {
+        Self::start_on(Backend::Sql, with_epr, with_cm).await
+    }
+
+    /// EPR and CM, CM on `backend`.
+    pub async fn on(backend: Backend) -> Stack {
+        Self::start_on(backend, true, true).await
+    }
+
+    pub async fn start_on(backend: Backend, with_epr: bool, with_cm: bool) -> Stack {
         let bus = Bus::in_process();
         let store = Store::open_in_memory().await.unwrap();
         let epr_state = EprState::new(store.clone(), bus.clone(), epr_config()).unwrap();
-        let cm_state = CmState::new(store.clone(), bus.clone(), cm_config()).unwrap();
+        let (credentials, kube): (CredentialStore, _) = match backend {
+            Backend::Sql => (store.clone().into(), None),
+            Backend::Kubernetes => {
+                let api = FakeApiServer::start().await;
+                (secret_store(&api).await.into(), Some(api))
+            }
+        };
+        let cm_state = CmState::new(credentials, bus.clone(), cm_config()).unwrap();
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
         if with_epr {
@@ -105,6 +166,8 @@ impl Stack {
         Stack {
             epr: epr::router(epr_state),
             cm: cm::router(cm_state.clone()),
+            cm_state,
+            kube,
             bus,
             store,
             shutdown,
