@@ -19,6 +19,21 @@ fn blueprint(name: &str) -> String {
         .to_string()
 }
 
+/// `kaa render` of the quickstart Blueprint into `out`, which must succeed.
+fn render_quickstart(out: &Path) {
+    let rendered = kaa(&[
+        "render",
+        &blueprint("quickstart.yaml"),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        rendered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+}
+
 #[test]
 fn an_invalid_blueprint_is_refused_with_every_mistake_named() {
     let out = kaa(&[
@@ -46,13 +61,7 @@ fn an_invalid_blueprint_is_refused_with_every_mistake_named() {
 fn render_writes_one_config_per_instance_and_run_checks_the_kind() {
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("configs");
-    let out = kaa(&[
-        "render",
-        &blueprint("quickstart.yaml"),
-        "--out",
-        out_dir.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    render_quickstart(&out_dir);
     let mut files: Vec<String> = std::fs::read_dir(&out_dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -136,13 +145,7 @@ fn run_lists_every_kind_and_stateful_kinds_need_a_database() {
 
     let dir = tempfile::tempdir().unwrap();
     let configs = dir.path().join("configs");
-    let out = kaa(&[
-        "render",
-        &blueprint("quickstart.yaml"),
-        "--out",
-        configs.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    render_quickstart(&configs);
     let token = dir.path().join("admin-token");
     std::fs::write(&token, "t0ken").unwrap();
     for kind in ["epr", "cm"] {

@@ -7,12 +7,10 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use kaa_e2e::{DEADLINE, Platform};
+use kaa_e2e::{DEADLINE, Device, Platform};
 use reqwest::Method;
-use rumqttc::{AsyncClient, ConnectReturnCode, ConnectionError, Event, MqttOptions, Packet, QoS};
-use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use rumqttc::ConnectReturnCode;
+use serde_json::json;
 
 /// The bound the issue sets: revocation takes effect on every replica within a second.
 const BOUND: Duration = Duration::from_secs(1);
@@ -46,88 +44,20 @@ spec:
 
 const USER: (&str, &str) = ("fleet", "fleet-password");
 
-/// An MQTT 3.1.1 client with a username and password that never subscribes.
-struct Client {
-    client: AsyncClient,
-    incoming: mpsc::UnboundedReceiver<(String, Bytes)>,
-    closed: mpsc::UnboundedReceiver<String>,
+/// A connection with the shared credential (which must be accepted).
+async fn connect(port: u16, id: &str) -> Device {
+    Device::try_connect(port, id, Some(USER)).await.unwrap()
 }
 
-impl Client {
-    async fn connect(port: u16, id: &str) -> Result<Client, ConnectionError> {
-        let mut options = MqttOptions::new(id, "127.0.0.1", port);
-        options.set_keep_alive(Duration::from_secs(30));
-        options.set_credentials(USER.0, USER.1);
-        let (client, mut eventloop) = AsyncClient::new(options, 64);
-        let first = tokio::time::timeout(DEADLINE, eventloop.poll())
-            .await
-            .expect("a CONNACK in time")?;
-        assert!(matches!(first, Event::Incoming(Packet::ConnAck(_))), "{first:?}");
-        let (tx, incoming) = mpsc::unbounded_channel();
-        let (ctx, closed) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let _ = tx.send((p.topic.clone(), p.payload.clone()));
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        let _ = ctx.send(e.to_string());
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(Client {
-            client,
-            incoming,
-            closed,
-        })
-    }
-
-    /// Publishes a request and returns (`/status` or `/error`, JSON body) of its answer.
-    async fn request(&mut self, topic: &str) -> (String, Value) {
-        self.client
-            .publish(topic, QoS::AtLeastOnce, false, b"{}".to_vec())
-            .await
-            .unwrap();
-        let (reply, body) = tokio::time::timeout(DEADLINE, self.incoming.recv())
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| panic!("no reply to {topic} within {DEADLINE:?}"));
-        assert!(reply.starts_with(topic), "{reply} is not under {topic}");
-        let body = match body.is_empty() {
-            true => Value::Null,
-            false => serde_json::from_slice(&body).unwrap(),
-        };
-        (reply[topic.len()..].to_owned(), body)
-    }
-
-    /// How long after `since` the gateway closed the connection; `None` if it stayed open for
-    /// `wait`.
-    async fn closed_after(&mut self, since: Instant, wait: Duration) -> Option<Duration> {
-        tokio::time::timeout(wait, self.closed.recv())
-            .await
-            .ok()
-            .flatten()
-            .map(|_| since.elapsed())
-    }
+/// How long after `since` the gateway closed the connection; `None` if it stayed open for
+/// `wait`.
+async fn closed_after(device: &mut Device, since: Instant, wait: Duration) -> Option<Duration> {
+    device.closed(wait).await.map(|_| since.elapsed())
 }
 
 /// A metadata read of the endpoint with `token`; `n` keeps request ids apart.
 fn topic(token: &str, n: u32) -> String {
     format!("kp1/{AV}/epmx/{token}/get/{n}")
-}
-
-/// The CONNACK a new connection with the shared credential gets on `port`.
-async fn connack(port: u16) -> ConnectReturnCode {
-    match Client::connect(port, "comeback").await {
-        Ok(_) => ConnectReturnCode::Success,
-        Err(ConnectionError::ConnectionRefused(code)) => code,
-        Err(e) => panic!("expected a CONNACK, got {e}"),
-    }
 }
 
 #[tokio::test]
@@ -154,11 +84,14 @@ async fn revoking_a_token_or_deleting_a_credential_stops_both_gateway_replicas_w
 
     // Replica A: a gateway connection acting for two endpoints. Replica B: a device acting for
     // the shared endpoint alone. Same credential, same token.
-    let mut gateway = Client::connect(port_a, "gateway-a").await.unwrap();
-    let mut device = Client::connect(port_b, "device-b").await.unwrap();
-    assert_eq!(gateway.request(&topic("shared-token", 1)).await.0, "/status");
-    assert_eq!(gateway.request(&topic("other-token", 2)).await.0, "/status");
-    assert_eq!(device.request(&topic("shared-token", 3)).await.0, "/status");
+    let mut gateway = connect(port_a, "gateway-a").await;
+    let mut device = connect(port_b, "device-b").await;
+    assert_eq!(
+        gateway.request(&topic("shared-token", 1), "{}").await.0,
+        "/status"
+    );
+    assert_eq!(gateway.request(&topic("other-token", 2), "{}").await.0, "/status");
+    assert_eq!(device.request(&topic("shared-token", 3), "{}").await.0, "/status");
 
     // Revoke the token over REST.
     let revoked_at = Instant::now();
@@ -170,15 +103,14 @@ async fn revoking_a_token_or_deleting_a_credential_stops_both_gateway_replicas_w
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let device_cut = device
-        .closed_after(revoked_at, DEADLINE)
+    let device_cut = closed_after(&mut device, revoked_at, DEADLINE)
         .await
         .expect("replica B closes the single-endpoint connection");
     // Replica A keeps the connection; the shared endpoint's next publish is refused. Requests
     // answered before the event arrived are served: poll until the refusal.
     let mut n = 10;
     let gateway_refused = loop {
-        let (suffix, body) = gateway.request(&topic("shared-token", n)).await;
+        let (suffix, body) = gateway.request(&topic("shared-token", n), "{}").await;
         n += 1;
         if suffix == "/error" {
             assert_eq!(
@@ -196,14 +128,17 @@ async fn revoking_a_token_or_deleting_a_credential_stops_both_gateway_replicas_w
     assert!(device_cut < BOUND, "replica B took {device_cut:?}");
     assert!(gateway_refused < BOUND, "replica A took {gateway_refused:?}");
     assert_eq!(
-        gateway.request(&topic("other-token", n)).await.0,
+        gateway.request(&topic("other-token", n), "{}").await.0,
         "/status",
         "the gateway's other endpoint goes on"
     );
 
     // Both replicas hold a session of the credential again; delete the credential over REST.
-    let mut device = Client::connect(port_b, "device-b-again").await.unwrap();
-    assert_eq!(device.request(&topic("other-token", n + 1)).await.0, "/status");
+    let mut device = connect(port_b, "device-b-again").await;
+    assert_eq!(
+        device.request(&topic("other-token", n + 1), "{}").await.0,
+        "/status"
+    );
     let deleted_at = Instant::now();
     let (status, _) = platform
         .request(
@@ -214,8 +149,8 @@ async fn revoking_a_token_or_deleting_a_credential_stops_both_gateway_replicas_w
         .await;
     assert_eq!(status, 204);
     let (on_a, on_b) = tokio::join!(
-        gateway.closed_after(deleted_at, DEADLINE),
-        device.closed_after(deleted_at, DEADLINE)
+        closed_after(&mut gateway, deleted_at, DEADLINE),
+        closed_after(&mut device, deleted_at, DEADLINE)
     );
     let on_a = on_a.expect("replica A ends the credential's session");
     let on_b = on_b.expect("replica B ends the credential's session");
@@ -223,7 +158,7 @@ async fn revoking_a_token_or_deleting_a_credential_stops_both_gateway_replicas_w
     assert!(on_b < BOUND, "replica B took {on_b:?}");
     for port in [port_a, port_b] {
         assert_eq!(
-            connack(port).await,
+            Device::connack(port, Some(USER)).await,
             ConnectReturnCode::BadUserNamePassword,
             "the deleted credential cannot reconnect"
         );

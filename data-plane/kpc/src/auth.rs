@@ -137,11 +137,7 @@ impl Authenticator {
             username: Some(username.to_owned()),
             password,
         };
-        let reply = self.ask(&self.password_subject, request.to_avro()).await?;
-        let r = ClientUsernamePasswordValidationResponse::from_avro(&reply).map_err(|e| {
-            tracing::warn!(error = %e, "malformed client-username-password-response");
-            AuthError::Unavailable
-        })?;
+        let r: ClientUsernamePasswordValidationResponse = self.ask(&self.password_subject, &request).await?;
         verdict(
             r.status_code,
             r.credential_id,
@@ -159,11 +155,7 @@ impl Authenticator {
             issuer: cert.issuer.clone(),
             serial_number: cert.serial_number.clone(),
         };
-        let reply = self.ask(&self.certificate_subject, request.to_avro()).await?;
-        let r = ClientCertificateValidationResponse::from_avro(&reply).map_err(|e| {
-            tracing::warn!(error = %e, "malformed client-certificate-response");
-            AuthError::Unavailable
-        })?;
+        let r: ClientCertificateValidationResponse = self.ask(&self.certificate_subject, &request).await?;
         verdict(
             r.status_code,
             r.credential_id,
@@ -173,24 +165,34 @@ impl Authenticator {
         )
     }
 
-    /// One request/reply with the bounded wait; any failure to get an answer is `Unavailable`.
-    async fn ask(&self, subject: &str, payload: Vec<u8>) -> Result<Bytes, AuthError> {
+    /// One request/reply with the bounded wait; any failure to get an answer, or an answer that
+    /// does not decode, is `Unavailable`.
+    async fn ask<Resp: AvroRecord>(
+        &self,
+        subject: &str,
+        request: &impl AvroRecord,
+    ) -> Result<Resp, AuthError> {
         let answer = tokio::time::timeout(
             self.timeout,
-            self.bus.request(subject, Bytes::from(payload), self.timeout),
+            self.bus
+                .request(subject, Bytes::from(request.to_avro()), self.timeout),
         )
         .await;
-        match answer {
-            Ok(Ok(reply)) => Ok(reply.payload),
+        let reply = match answer {
+            Ok(Ok(reply)) => reply,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, subject, "credential provider unreachable");
-                Err(AuthError::Unavailable)
+                return Err(AuthError::Unavailable);
             }
             Err(_) => {
                 tracing::warn!(subject, "credential provider did not answer in time");
-                Err(AuthError::Unavailable)
+                return Err(AuthError::Unavailable);
             }
-        }
+        };
+        Resp::from_avro(&reply.payload).map_err(|e| {
+            tracing::warn!(error = %e, subject, "malformed answer from the credential provider");
+            AuthError::Unavailable
+        })
     }
 
     fn timeout_ms(&self) -> i64 {

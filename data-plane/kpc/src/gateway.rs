@@ -17,8 +17,15 @@
 //!
 //! Logs name token ids, endpoint ids and credential ids, never token values: a topic is logged
 //! only up to its extension level.
+//!
+//! This file holds the sessions and the request path (steps 1 to 3); `replies` routes
+//! ExtensionData back and expires unanswered requests (step 4); `revocation` applies 16/ECAP
+//! revocations.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+mod replies;
+mod revocation;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -30,7 +37,7 @@ use kaa_bus::Bus;
 use kaa_protocol::avro::AvroRecord;
 use kaa_protocol::elce::{ConnectedEvent, DisconnectedEvent};
 use kaa_protocol::error::KpError;
-use kaa_protocol::esp::{ClientData, ExtensionData};
+use kaa_protocol::esp::ClientData;
 use kaa_protocol::topic::RequestTopic;
 use kaa_protocol::{now_millis, subject};
 use rmqtt_codec::types::QoS;
@@ -76,12 +83,9 @@ pub struct Gateway {
     next_id: AtomicU64,
     state: Mutex<State>,
     /// Credentials revoked lately: a CONNECT whose answer was in flight across the revocation
-    /// must not open a session after the event was applied.
+    /// must not open a session after the event was applied (see `revocation`).
     recently_revoked: Mutex<VecDeque<(Instant, String)>>,
 }
-
-/// Recently revoked credentials kept at most (they also expire, see `forget_after`).
-const RECENTLY_REVOKED: usize = 4096;
 
 #[derive(Debug, Default)]
 struct State {
@@ -187,27 +191,6 @@ impl Gateway {
             outbound: rx,
             revoked,
         })
-    }
-
-    fn recently_revoked(&self) -> MutexGuard<'_, VecDeque<(Instant, String)>> {
-        self.recently_revoked
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// How long a revoked credential is remembered: longer than any CONNECT can be in flight.
-    fn forget_after(&self) -> Duration {
-        Duration::from_millis(self.config.limits.auth_timeout_ms.saturating_mul(2))
-            .max(Duration::from_secs(10))
-    }
-
-    fn was_revoked_lately(&self, credential_id: &str) -> bool {
-        let mut recent = self.recently_revoked();
-        let forget_after = self.forget_after();
-        while recent.front().is_some_and(|(at, _)| at.elapsed() > forget_after) {
-            recent.pop_front();
-        }
-        recent.iter().any(|(_, id)| id == credential_id)
     }
 
     /// Forgets a session and announces its endpoints as disconnected (one 9/ELCE event).
@@ -419,102 +402,6 @@ impl Gateway {
         Ok(identified)
     }
 
-    /// Applies an `EndpointTokenRevokedEvent`: the tokens are forgotten everywhere in this replica,
-    /// each session loses the endpoint they named (announced as disconnected), and a session left
-    /// acting for no endpoint is ended. Returns how many sessions were ended.
-    pub async fn revoke_tokens(&self, endpoint_id: &str, token_ids: &[String]) -> usize {
-        let ids: HashSet<&str> = token_ids.iter().map(String::as_str).collect();
-        // First the shared cache (bumping the generation), then the sessions: see `identify`.
-        let cached = self.tokens.revoke(&ids);
-        let mut lost = BTreeMap::new();
-        let mut ended = 0;
-        {
-            let mut state = self.state();
-            let State {
-                sessions, endpoints, ..
-            } = &mut *state;
-            for (&id, session) in sessions.iter_mut() {
-                let revoked: Vec<String> = session
-                    .tokens
-                    .iter()
-                    .filter(|(_, i)| ids.contains(i.token_id.as_str()))
-                    .map(|(token, _)| token.clone())
-                    .collect();
-                if revoked.is_empty() {
-                    continue;
-                }
-                for token in revoked {
-                    let Some(gone) = session.tokens.remove(&token) else {
-                        continue;
-                    };
-                    if session.endpoint_tokens.get(&gone.endpoint_id) != Some(&token) {
-                        continue;
-                    }
-                    // Another token of this session may still name the endpoint.
-                    let other = session
-                        .tokens
-                        .iter()
-                        .find(|(_, i)| i.endpoint_id == gone.endpoint_id)
-                        .map(|(t, _)| t.clone());
-                    match other {
-                        Some(other) => {
-                            session.endpoint_tokens.insert(gone.endpoint_id.clone(), other);
-                        }
-                        None => {
-                            session.endpoint_tokens.remove(&gone.endpoint_id);
-                            if let Some(ids) = endpoints.get_mut(&gone.endpoint_id) {
-                                ids.retain(|s| *s != id);
-                                if ids.is_empty() {
-                                    endpoints.remove(&gone.endpoint_id);
-                                }
-                            }
-                            lost.insert(gone.endpoint_id.clone(), gone.app_version.clone());
-                        }
-                    }
-                }
-                if session.endpoint_tokens.is_empty() {
-                    session.revoked.cancel();
-                    ended += 1;
-                }
-            }
-        }
-        tracing::info!(
-            endpoint_id,
-            token_ids = ?token_ids,
-            cached,
-            sessions_ended = ended,
-            "endpoint tokens revoked"
-        );
-        self.announce_disconnected(lost).await;
-        ended
-    }
-
-    /// Applies a `ClientCredentialRevokedEvent`: every session of that credential ends now, and a
-    /// CONNECT authenticated just before the event is refused. Returns how many sessions ended.
-    pub fn revoke_credential(&self, credential_id: &str) -> usize {
-        let state = self.state();
-        {
-            let mut recent = self.recently_revoked();
-            if recent.len() >= RECENTLY_REVOKED {
-                recent.pop_front();
-            }
-            recent.push_back((Instant::now(), credential_id.to_owned()));
-        }
-        let mut ended = 0;
-        for session in state.sessions.values() {
-            if session
-                .client
-                .as_ref()
-                .is_some_and(|c| c.credential_id == credential_id)
-            {
-                session.revoked.cancel();
-                ended += 1;
-            }
-        }
-        tracing::info!(credential_id, sessions_ended = ended, "client credential revoked");
-        ended
-    }
-
     async fn announce_disconnected(&self, endpoints: BTreeMap<String, String>) {
         if endpoints.is_empty() {
             return;
@@ -540,68 +427,6 @@ impl Gateway {
         }
     }
 
-    /// Routes one ExtensionData (an answer or a push) to the session(s) it belongs to.
-    pub fn handle_extension_data(&self, data: ExtensionData) {
-        let pending = self.state().pending.remove(&data.correlation_id);
-        match pending {
-            Some(p) => {
-                // Without a request id the device asked for no answer: only errors and replies that
-                // carry data (e.g. BCX's `token`, awaited by the official client) are delivered.
-                let success = (200..300).contains(&data.status_code);
-                let has_payload = data.payload.as_ref().is_some_and(|p| !p.is_empty());
-                if p.has_request_id || !success || has_payload {
-                    let (suffix, payload) = reply_body(data);
-                    self.send(p.session, format!("{}/{suffix}", p.topic), payload, p.qos);
-                }
-            }
-            None => self.push(data),
-        }
-    }
-
-    /// An extension-initiated message: to every session acting for the endpoint, at QoS 0.
-    fn push(&self, data: ExtensionData) {
-        let (Some(endpoint_id), Some(extension)) =
-            (data.endpoint_id.clone(), data.extension_instance_name.clone())
-        else {
-            tracing::debug!(
-                correlation_id = data.correlation_id,
-                "dropping an ExtensionData with no endpoint or extension"
-            );
-            return;
-        };
-        let targets: Vec<(SessionId, String, String)> = {
-            let state = self.state();
-            let sessions = state
-                .endpoints
-                .get(&endpoint_id)
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            sessions
-                .iter()
-                .filter_map(|id| {
-                    let session = state.sessions.get(id)?;
-                    let token = session.endpoint_tokens.get(&endpoint_id)?;
-                    let app_version = data
-                        .app_version_name
-                        .clone()
-                        .or_else(|| session.tokens.get(token).map(|i| i.app_version.clone()))?;
-                    Some((*id, token.clone(), app_version))
-                })
-                .collect()
-        };
-        if targets.is_empty() {
-            tracing::debug!(endpoint_id, "push for an endpoint with no session here");
-            return;
-        }
-        let request_id = data.request_id.map(|r| format!("/{r}")).unwrap_or_default();
-        let resource_path = data.resource_path.clone();
-        let (suffix, payload) = reply_body(data);
-        for (session, token, app_version) in targets {
-            let topic = format!("kp1/{app_version}/{extension}/{token}{resource_path}{request_id}/{suffix}");
-            self.send(session, topic, payload.clone(), QoS::AtMostOnce);
-        }
-    }
-
     fn send(&self, session: SessionId, topic: String, payload: Bytes, qos: QoS) {
         let tx = match self.state().sessions.get(&session) {
             Some(s) => s.tx.clone(),
@@ -616,29 +441,6 @@ impl Gateway {
             .is_err()
         {
             tracing::warn!(session, "client is not reading; dropped a message for it");
-        }
-    }
-
-    /// Answers requests whose extension stayed silent past the deadline with `/error` 504.
-    pub fn expire_pending(&self, now: Instant) {
-        let expired: Vec<Pending> = {
-            let mut state = self.state();
-            let keys: Vec<String> = state
-                .pending
-                .iter()
-                .filter(|(_, p)| p.deadline <= now)
-                .map(|(k, _)| k.clone())
-                .collect();
-            keys.iter().filter_map(|k| state.pending.remove(k)).collect()
-        };
-        for p in expired.into_iter().filter(|p| p.has_request_id) {
-            let error = KpError::new(504, "the extension did not answer in time");
-            self.send(
-                p.session,
-                format!("{}/error", p.topic),
-                Bytes::from(error.to_json()),
-                p.qos,
-            );
         }
     }
 }
@@ -657,17 +459,4 @@ fn can_answer(topic: &str) -> bool {
     !topic.is_empty()
         && topic.len() <= kaa_protocol::topic::MAX_TOPIC_LEN
         && !topic.contains(['+', '#', '\0'])
-}
-
-/// `("status", payload)` for a 2xx ExtensionData, else `("error", 1/KP error JSON)`.
-fn reply_body(data: ExtensionData) -> (&'static str, Bytes) {
-    if (200..300).contains(&data.status_code) {
-        ("status", data.payload.map(Bytes::from).unwrap_or_default())
-    } else {
-        let code = u16::try_from(data.status_code).unwrap_or(500);
-        let reason = data
-            .reason_phrase
-            .unwrap_or_else(|| format!("the extension answered {code}"));
-        ("error", Bytes::from(KpError::new(code, reason).to_json()))
-    }
 }

@@ -10,11 +10,11 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{FakeCm, config, connack, connect, echo_extension};
+use common::{FakeCm, config, echo_extension};
 use kaa_blueprint::config::ClientAuthMode;
 use kaa_bus::Bus;
 use kaa_kpc::Kpc;
-use kaa_testkit::DEADLINE;
+use kaa_testkit::{DEADLINE, Device};
 use rumqttc::ConnectReturnCode as V3;
 use rumqttc::v5::mqttbytes::v5::ConnectReturnCode as V5;
 
@@ -46,16 +46,19 @@ async fn password_auth_accepts_the_right_password_only() {
     let kpc = kpc(&bus, ClientAuthMode::Password).await;
     let port = kpc.mqtt_addr().port();
 
-    assert_eq!(connack(port, Some(("meter-1", "s3cret"))).await, V3::Success);
     assert_eq!(
-        connack(port, Some(("meter-1", "wrong"))).await,
+        Device::connack(port, Some(("meter-1", "s3cret"))).await,
+        V3::Success
+    );
+    assert_eq!(
+        Device::connack(port, Some(("meter-1", "wrong"))).await,
         V3::BadUserNamePassword
     );
     assert_eq!(
-        connack(port, Some(("nobody", "s3cret"))).await,
+        Device::connack(port, Some(("nobody", "s3cret"))).await,
         V3::BadUserNamePassword
     );
-    assert_eq!(connack(port, None).await, V3::BadUserNamePassword);
+    assert_eq!(Device::connack(port, None).await, V3::BadUserNamePassword);
 
     assert_eq!(v5_connack(port, Some(("meter-1", "s3cret"))).await, V5::Success);
     assert_eq!(
@@ -77,9 +80,12 @@ async fn auth_none_lets_anyone_in_and_never_asks() {
     echo_extension(&bus).await;
     let kpc = kpc(&bus, ClientAuthMode::None).await;
     let port = kpc.mqtt_addr().port();
-    assert_eq!(connack(port, None).await, V3::Success);
-    assert_eq!(connack(port, Some(("anyone", "anything"))).await, V3::Success);
-    let mut device = connect(port, "d", None).await.unwrap();
+    assert_eq!(Device::connack(port, None).await, V3::Success);
+    assert_eq!(
+        Device::connack(port, Some(("anyone", "anything"))).await,
+        V3::Success
+    );
+    let mut device = Device::try_connect(port, "d", None).await.unwrap();
     let (suffix, _) = device.request("kp1/av1/ext/tok-1/echo/1", "{}").await;
     assert_eq!(suffix, "/status");
     assert_eq!(cm.credential_requests(), 0);
@@ -96,7 +102,10 @@ async fn a_silent_credential_service_means_server_unavailable_within_the_bound()
     let port = kpc.mqtt_addr().port();
 
     let started = Instant::now();
-    assert_eq!(connack(port, Some(("u", "p"))).await, V3::ServiceUnavailable);
+    assert_eq!(
+        Device::connack(port, Some(("u", "p"))).await,
+        V3::ServiceUnavailable
+    );
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(500), "{waited:?}");
     assert!(
@@ -108,7 +117,7 @@ async fn a_silent_credential_service_means_server_unavailable_within_the_bound()
 
     // An outage is not the client's fault: it does not count towards the rate limit.
     cm.set_silent(false);
-    assert_eq!(connack(port, Some(("u", "p"))).await, V3::Success);
+    assert_eq!(Device::connack(port, Some(("u", "p"))).await, V3::Success);
     kpc.shutdown().await;
 }
 
@@ -124,15 +133,21 @@ async fn failed_connects_are_rate_limited_per_address_without_asking() {
 
     // Successes do not use up the budget.
     for _ in 0..5 {
-        assert_eq!(connack(port, Some(("u", "right"))).await, V3::Success);
+        assert_eq!(Device::connack(port, Some(("u", "right"))).await, V3::Success);
     }
     for _ in 0..3 {
-        assert_eq!(connack(port, Some(("u", "guess"))).await, V3::BadUserNamePassword);
+        assert_eq!(
+            Device::connack(port, Some(("u", "guess"))).await,
+            V3::BadUserNamePassword
+        );
     }
     let asked = cm.credential_requests();
-    assert_eq!(connack(port, Some(("u", "guess"))).await, V3::NotAuthorized);
     assert_eq!(
-        connack(port, Some(("u", "right"))).await,
+        Device::connack(port, Some(("u", "guess"))).await,
+        V3::NotAuthorized
+    );
+    assert_eq!(
+        Device::connack(port, Some(("u", "right"))).await,
         V3::NotAuthorized,
         "over the limit, even the right password waits"
     );
@@ -184,10 +199,10 @@ async fn logs_never_show_passwords_or_tokens() {
     let port = kpc.mqtt_addr().port();
 
     assert_eq!(
-        connack(port, Some(("meter", "Pa55-word-wrong"))).await,
+        Device::connack(port, Some(("meter", "Pa55-word-wrong"))).await,
         V3::BadUserNamePassword
     );
-    let mut device = connect(port, "d", Some(("meter", "Pa55-word-right")))
+    let mut device = Device::try_connect(port, "d", Some(("meter", "Pa55-word-right")))
         .await
         .unwrap();
     device

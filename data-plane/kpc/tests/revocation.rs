@@ -7,11 +7,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{FakeCm, config, connack, connect, echo_extension};
+use common::{FakeCm, config, echo_extension};
 use kaa_blueprint::config::ClientAuthMode;
 use kaa_bus::Bus;
 use kaa_kpc::Kpc;
-use kaa_testkit::DEADLINE;
+use kaa_testkit::{DEADLINE, Device};
 use rumqttc::ConnectReturnCode as V3;
 
 const BOUND: Duration = Duration::from_secs(1);
@@ -33,8 +33,12 @@ async fn a_revoked_credential_is_disconnected_at_once_and_cannot_come_back() {
     cm.add_user("other", "pw", "cred-other");
     cm.add_token("tok-1", "ep-1", "tid-1");
     let port = kpc.mqtt_addr().port();
-    let mut v3 = connect(port, "gw-a", Some(("gw", "pw"))).await.unwrap();
-    let mut bystander = connect(port, "other", Some(("other", "pw"))).await.unwrap();
+    let mut v3 = Device::try_connect(port, "gw-a", Some(("gw", "pw")))
+        .await
+        .unwrap();
+    let mut bystander = Device::try_connect(port, "other", Some(("other", "pw")))
+        .await
+        .unwrap();
     v3.request("kp1/av1/ext/tok-1/echo/1", "{}").await;
 
     // MQTT 5: told why.
@@ -72,7 +76,10 @@ async fn a_revoked_credential_is_disconnected_at_once_and_cannot_come_back() {
     );
     assert!(at - revoked_at < BOUND, "{:?}", at - revoked_at);
 
-    assert_eq!(connack(port, Some(("gw", "pw"))).await, V3::BadUserNamePassword);
+    assert_eq!(
+        Device::connack(port, Some(("gw", "pw"))).await,
+        V3::BadUserNamePassword
+    );
     let (suffix, _) = bystander.request("kp1/av1/ext/tok-1/echo/2", "{}").await;
     assert_eq!(suffix, "/status", "other clients are not affected");
     kpc.shutdown().await;
@@ -86,8 +93,12 @@ async fn a_revoked_token_cuts_off_only_its_endpoint() {
     cm.add_token("tok-b", "ep-b", "tid-b");
     let port = kpc.mqtt_addr().port();
     // A gateway acting for two endpoints, and a device acting for ep-a alone.
-    let mut gateway = connect(port, "gateway", Some(("gw", "pw"))).await.unwrap();
-    let mut device = connect(port, "device", Some(("gw", "pw"))).await.unwrap();
+    let mut gateway = Device::try_connect(port, "gateway", Some(("gw", "pw")))
+        .await
+        .unwrap();
+    let mut device = Device::try_connect(port, "device", Some(("gw", "pw")))
+        .await
+        .unwrap();
     for topic in ["kp1/av1/ext/tok-a/echo/1", "kp1/av1/ext/tok-b/echo/2"] {
         assert_eq!(gateway.request(topic, "{}").await.0, "/status");
     }
@@ -123,7 +134,7 @@ async fn a_suspended_token_is_refused_until_reactivated() {
     cm.add_token("tok-1", "ep-1", "tid-1");
     cm.add_token("tok-2", "ep-2", "tid-2");
     let port = kpc.mqtt_addr().port();
-    let mut client = connect(port, "c", Some(("u", "pw"))).await.unwrap();
+    let mut client = Device::try_connect(port, "c", Some(("u", "pw"))).await.unwrap();
     client.request("kp1/av1/ext/tok-1/echo/1", "{}").await;
     client.request("kp1/av1/ext/tok-2/echo/2", "{}").await;
 
@@ -145,9 +156,13 @@ async fn validated_tokens_are_shared_across_sessions_until_revoked() {
     cm.add_user("u", "pw", "cred-1");
     cm.add_token("tok-1", "ep-1", "tid-1");
     let port = kpc.mqtt_addr().port();
-    let mut first = connect(port, "first", Some(("u", "pw"))).await.unwrap();
+    let mut first = Device::try_connect(port, "first", Some(("u", "pw")))
+        .await
+        .unwrap();
     first.request("kp1/av1/ext/tok-1/echo/1", "{}").await;
-    let mut second = connect(port, "second", Some(("u", "pw"))).await.unwrap();
+    let mut second = Device::try_connect(port, "second", Some(("u", "pw")))
+        .await
+        .unwrap();
     second.request("kp1/av1/ext/tok-1/echo/1", "{}").await;
     assert_eq!(cm.token_requests(), 1, "the second session reused the answer");
 
@@ -155,7 +170,9 @@ async fn validated_tokens_are_shared_across_sessions_until_revoked() {
     assert!(first.closed(BOUND).await.is_some());
     assert!(second.closed(BOUND).await.is_some());
     cm.reactivate_token("tok-1");
-    let mut third = connect(port, "third", Some(("u", "pw"))).await.unwrap();
+    let mut third = Device::try_connect(port, "third", Some(("u", "pw")))
+        .await
+        .unwrap();
     third.request("kp1/av1/ext/tok-1/echo/1", "{}").await;
     assert_eq!(cm.token_requests(), 2, "the cache entry went with the revocation");
     kpc.shutdown().await;
@@ -183,13 +200,19 @@ async fn revocations_reach_every_replica_over_nats() {
     let mut by_credential = Vec::new();
     for kpc in &replicas {
         let port = kpc.mqtt_addr().port();
-        let mut device = connect(port, "device", Some(("gw", "pw"))).await.unwrap();
+        let mut device = Device::try_connect(port, "device", Some(("gw", "pw")))
+            .await
+            .unwrap();
         assert_eq!(
             device.request("kp1/av1/ext/tok-1/echo/1", "{}").await.0,
             "/status"
         );
         by_token.push(device);
-        by_credential.push(connect(port, "idle", Some(("gw", "pw"))).await.unwrap());
+        by_credential.push(
+            Device::try_connect(port, "idle", Some(("gw", "pw")))
+                .await
+                .unwrap(),
+        );
     }
     bus.flush().await.unwrap();
 

@@ -2,8 +2,9 @@
 //! [`parse_json`], which reads request bodies so that even bad JSON comes back in that shape.
 //!
 //! Every failure is an HTTP status plus `{"error": "<kind>", "message": "<text>"}`. The bus
-//! handlers of a service use [`AppError::status`] and [`AppError::message`] for the `statusCode` /
-//! `reasonPhrase` of their replies, so both faces of a service report a condition the same way.
+//! handlers of a service use [`AppError::rfc_status`] (the same status and message) for the
+//! `statusCode` / `reasonPhrase` of their replies, so both faces of a service report a condition
+//! the same way.
 //! Internal errors are logged here, once, and reach the caller only as "internal error".
 
 use axum::{
@@ -76,6 +77,11 @@ impl AppError {
     /// [`Self::status`] as the `statusCode` of an RFC reply.
     pub fn status_code(&self) -> i32 {
         i32::from(self.status().as_u16())
+    }
+
+    /// The `(statusCode, reasonPhrase)` of an RFC reply that reports this error.
+    pub fn rfc_status(&self) -> (i32, Option<String>) {
+        (self.status_code(), Some(self.message()))
     }
 }
 

@@ -12,10 +12,23 @@
 use std::{future::Future, pin::Pin, sync::Arc};
 
 use bytes::Bytes;
-use kaa_bus::{Bus, Message, Subscription};
+use kaa_bus::{Bus, BusError, Message, Subscription};
 use kaa_protocol::avro::AvroRecord;
 use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
+
+/// Subscribes to `subject` in the queue group `group` (the service's instance name, so that its
+/// replicas share the load); `error` turns a failure into the caller's error, naming the subject.
+pub(crate) async fn subscribe<E>(
+    bus: &Bus,
+    subject: String,
+    group: &str,
+    error: impl FnOnce(String, BusError) -> E,
+) -> Result<Subscription, E> {
+    bus.subscribe(&subject, Some(group))
+        .await
+        .map_err(|source| error(subject, source))
+}
 
 /// Runs `handle` for every message of `sub` until `shutdown` is cancelled or the subscription ends.
 pub(crate) async fn run<H, Fut>(

@@ -124,6 +124,16 @@ fn migrator() -> Migrator {
     )
 }
 
+/// Whether a statement failed on a UNIQUE constraint (a duplicate the caller reports as a conflict).
+fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// A `u64` page offset or limit as the `BIGINT` the database binds, saturating at `i64::MAX`.
+fn clamp_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// Current Unix time in milliseconds (0 if the clock is before 1970, which only a broken host has).
 fn now_millis() -> i64 {
     std::time::SystemTime::now()

@@ -7,8 +7,8 @@
 //! - [`eventually`]: poll a condition until it holds or a deadline passes; the replacement for sleeps.
 //! - [`kube_api`]: [`FakeApiServer`], a stateful fake Kubernetes API server (list, watch, get,
 //!   create, replace, merge patch, delete of any kind) and a `kube::Client` pointing at it.
-//! - [`Device`]: an MQTT 3.1.1 client (rumqttc) that never subscribes, like the official Kaa client,
-//!   and collects whatever the gateway sends it.
+//! - [`Device`]: an MQTT 3.1.1 client (rumqttc, TCP_NODELAY, optional username and password) that
+//!   never subscribes, like the official Kaa client, and collects whatever the gateway sends it.
 //!
 //! Being test code, this crate panics with a clear message instead of returning errors: a test that
 //! cannot start its fixtures has nothing better to do.
@@ -23,7 +23,9 @@ use std::{
 
 use bytes::Bytes;
 pub use kube_api::{FakeApiServer, ObjectKey};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, MqttOptions, NetworkOptions, Packet, QoS,
+};
 use serde_json::Value;
 use tokio::{
     net::TcpStream,
@@ -303,23 +305,45 @@ pub struct Device {
 }
 
 impl Device {
+    /// Connects without credentials; panics unless the gateway accepts within [`DEADLINE`].
     pub async fn connect(port: u16, client_id: &str) -> Device {
+        Self::try_connect(port, client_id, None)
+            .await
+            .unwrap_or_else(|e| panic!("`{client_id}` could not connect: {e}"))
+    }
+
+    /// Connects with an optional username and password: the device, or the error its CONNACK
+    /// (or the connection) ended in. Panics if neither comes within [`DEADLINE`].
+    pub async fn try_connect(
+        port: u16,
+        client_id: &str,
+        credentials: Option<(&str, &str)>,
+    ) -> Result<Device, ConnectionError> {
         let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
         options.set_keep_alive(Duration::from_secs(30));
         options.set_max_packet_size(4 * 1024 * 1024, 4 * 1024 * 1024);
+        if let Some((username, password)) = credentials {
+            options.set_credentials(username, password);
+        }
         let (client, mut eventloop) = AsyncClient::new(options, 64);
+        // Without TCP_NODELAY a request written right after the client's PUBACK of the previous
+        // reply waits for the gateway's delayed ACK (Nagle): ~40 ms per sequential request.
+        let mut network = NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        eventloop.set_network_options(network);
+        let first = match tokio::time::timeout(DEADLINE, eventloop.poll()).await {
+            Ok(first) => first?,
+            Err(_) => panic!("no CONNACK for `{client_id}` within {DEADLINE:?}"),
+        };
+        assert!(
+            matches!(first, Event::Incoming(Packet::ConnAck(_))),
+            "expected a CONNACK first, got {first:?}"
+        );
         let (tx, incoming) = mpsc::unbounded_channel();
         let (dtx, disconnected) = mpsc::unbounded_channel();
-        let (ctx, connected) = tokio::sync::oneshot::channel();
-        let mut ctx = Some(ctx);
         tokio::spawn(async move {
             loop {
                 match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        if let Some(c) = ctx.take() {
-                            let _ = c.send(());
-                        }
-                    }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let _ = tx.send((p.topic.clone(), p.payload.clone()));
                     }
@@ -331,14 +355,20 @@ impl Device {
                 }
             }
         });
-        tokio::time::timeout(DEADLINE, connected)
-            .await
-            .expect("CONNACK in time")
-            .expect("connected");
-        Device {
+        Ok(Device {
             client,
             incoming,
             disconnected,
+        })
+    }
+
+    /// The CONNACK return code a CONNECT with `credentials` gets (`Success` if accepted). Panics
+    /// if the connection ends without one.
+    pub async fn connack(port: u16, credentials: Option<(&str, &str)>) -> ConnectReturnCode {
+        match Self::try_connect(port, "connack-probe", credentials).await {
+            Ok(_) => ConnectReturnCode::Success,
+            Err(ConnectionError::ConnectionRefused(code)) => code,
+            Err(e) => panic!("expected a CONNACK, got {e}"),
         }
     }
 

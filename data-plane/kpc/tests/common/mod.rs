@@ -1,6 +1,7 @@
 //! Fixtures shared by the KPC authentication, TLS and revocation tests: a scripted credential
-//! service (16/ECAP) and echo extension on the in-process bus, MQTT clients with credentials
-//! (rumqttc for plain TCP, tokio-rustls + rmqtt-codec for TLS) and a throwaway PKI (rcgen).
+//! service (16/ECAP) and echo extension on the in-process bus, an MQTT over TLS client
+//! (tokio-rustls + rmqtt-codec) and a throwaway PKI (rcgen). Plain MQTT clients, with or without
+//! credentials, are kaa-testkit's `Device`.
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
@@ -8,7 +9,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -29,7 +29,6 @@ use rmqtt_codec::types::{Protocol, Publish, QoS};
 use rmqtt_codec::v3;
 use serde_json::Value;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_util::codec::Framed;
@@ -309,111 +308,6 @@ pub async fn echo_extension(bus: &Bus) {
                 .await;
         }
     });
-}
-
-// ---------------------------------------------------------------------------------------------
-// MQTT 3.1.1 over TCP (rumqttc)
-
-/// An MQTT 3.1.1 client with optional credentials that records what the gateway sends it.
-#[derive(Debug)]
-pub struct Client {
-    pub client: rumqttc::AsyncClient,
-    incoming: mpsc::UnboundedReceiver<(String, Bytes)>,
-    closed: mpsc::UnboundedReceiver<String>,
-}
-
-/// Connects and returns the client, or the error the CONNACK (or the connection) ended in.
-pub async fn connect(
-    port: u16,
-    id: &str,
-    credentials: Option<(&str, &str)>,
-) -> Result<Client, rumqttc::ConnectionError> {
-    use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
-    let mut options = MqttOptions::new(id, "127.0.0.1", port);
-    options.set_keep_alive(Duration::from_secs(30));
-    if let Some((user, password)) = credentials {
-        options.set_credentials(user, password);
-    }
-    let (client, mut eventloop) = AsyncClient::new(options, 64);
-    let first = tokio::time::timeout(DEADLINE, eventloop.poll())
-        .await
-        .expect("a CONNACK in time")?;
-    assert!(matches!(first, Event::Incoming(Packet::ConnAck(_))), "{first:?}");
-    let (tx, incoming) = mpsc::unbounded_channel();
-    let (ctx, closed) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let _ = tx.send((p.topic.clone(), p.payload.clone()));
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    let _ = ctx.send(e.to_string());
-                    return;
-                }
-            }
-        }
-    });
-    Ok(Client {
-        client,
-        incoming,
-        closed,
-    })
-}
-
-/// The CONNACK return code a CONNECT got (`Success` if accepted).
-pub async fn connack(port: u16, credentials: Option<(&str, &str)>) -> rumqttc::ConnectReturnCode {
-    match connect(port, "probe", credentials).await {
-        Ok(_) => rumqttc::ConnectReturnCode::Success,
-        Err(rumqttc::ConnectionError::ConnectionRefused(code)) => code,
-        Err(e) => panic!("expected a CONNACK, got {e}"),
-    }
-}
-
-impl Client {
-    pub async fn publish(&self, topic: &str, payload: &str) {
-        self.client
-            .publish(
-                topic,
-                rumqttc::QoS::AtLeastOnce,
-                false,
-                payload.as_bytes().to_vec(),
-            )
-            .await
-            .unwrap();
-    }
-
-    pub async fn next_message(&mut self, wait: Duration) -> Option<(String, Bytes)> {
-        tokio::time::timeout(wait, self.incoming.recv())
-            .await
-            .ok()
-            .flatten()
-    }
-
-    /// Publishes and returns (`/status` or `/error`, JSON body) of the answer.
-    pub async fn request(&mut self, topic: &str, payload: &str) -> (String, Value) {
-        self.publish(topic, payload).await;
-        let (reply, body) = self
-            .next_message(DEADLINE)
-            .await
-            .unwrap_or_else(|| panic!("no reply to {topic}"));
-        assert!(reply.starts_with(topic), "{reply} is not under {topic}");
-        let body = if body.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&body).unwrap()
-        };
-        (reply[topic.len()..].to_owned(), body)
-    }
-
-    /// Waits for the gateway to close the connection; `None` if it stayed open for `wait`.
-    pub async fn closed(&mut self, wait: Duration) -> Option<String> {
-        tokio::time::timeout(wait, self.closed.recv())
-            .await
-            .ok()
-            .flatten()
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -61,14 +61,10 @@ pub enum ServeError {
 pub async fn serve(state: CmState, shutdown: CancellationToken) -> Result<(), ServeError> {
     let bus = state.bus().clone();
     let instance = state.config().instance.clone();
-    let subscribe = |subject: String| {
-        let bus = bus.clone();
-        let group = instance.clone();
-        async move {
-            bus.subscribe(&subject, Some(&group))
-                .await
-                .map_err(|source| ServeError::Subscribe { subject, source })
-        }
+    let subscribe = |subject| {
+        worker::subscribe(&bus, subject, &instance, |subject, source| {
+            ServeError::Subscribe { subject, source }
+        })
     };
     let request = |message_type| subject::ecap_request(&instance, message_type);
     let unregistered = subscribe(subject::elce_unregistered(&state.config().epr_instance)).await?;
@@ -166,8 +162,7 @@ pub async fn answer_token(
             resp.endpoint_id = Some(token.endpoint_id);
         }
         Err(e) => {
-            resp.status_code = e.status_code();
-            resp.reason_phrase = Some(e.message());
+            (resp.status_code, resp.reason_phrase) = e.rfc_status();
         }
     }
     resp
@@ -221,8 +216,7 @@ pub async fn answer_transition(
     match outcome.await {
         Ok(_) => resp.status_code = 200,
         Err(e) => {
-            resp.status_code = e.status_code();
-            resp.reason_phrase = Some(e.message());
+            (resp.status_code, resp.reason_phrase) = e.rfc_status();
         }
     }
     resp
@@ -257,8 +251,7 @@ pub async fn answer_password(
         Ok(found) => found,
         Err(e) => {
             let e = AppError::from(e);
-            resp.status_code = e.status_code();
-            resp.reason_phrase = Some(e.message());
+            (resp.status_code, resp.reason_phrase) = e.rfc_status();
             return resp;
         }
     };
@@ -270,12 +263,7 @@ pub async fn answer_password(
     match found {
         Some(found) if verified => {
             let credential = found.credential;
-            if credential.status == CredentialStatus::Active {
-                resp.status_code = 200;
-            } else {
-                resp.status_code = 403;
-                resp.reason_phrase = Some("credential revoked".to_owned());
-            }
+            (resp.status_code, resp.reason_phrase) = credential_verdict(credential.status);
             resp.credential_id = Some(credential.id);
             resp.client_id = Some(credential.client_id);
         }
@@ -310,21 +298,23 @@ pub async fn answer_certificate(
     };
     match outcome.await {
         Ok(credential) => {
-            if credential.status == CredentialStatus::Active {
-                resp.status_code = 200;
-            } else {
-                resp.status_code = 403;
-                resp.reason_phrase = Some("credential revoked".to_owned());
-            }
+            (resp.status_code, resp.reason_phrase) = credential_verdict(credential.status);
             resp.credential_id = Some(credential.id);
             resp.client_id = Some(credential.client_id);
         }
         Err(e) => {
-            resp.status_code = e.status_code();
-            resp.reason_phrase = Some(e.message());
+            (resp.status_code, resp.reason_phrase) = e.rfc_status();
         }
     }
     resp
+}
+
+/// The answer on a registered client credential: 200 if it is active, else 403.
+fn credential_verdict(status: CredentialStatus) -> (i32, Option<String>) {
+    match status {
+        CredentialStatus::Active => (200, None),
+        CredentialStatus::Revoked => (403, Some("credential revoked".to_owned())),
+    }
 }
 
 /// kaa-rs `ep-token-provision-request` (JSON): stores a caller-chosen token as `Inactive`.
@@ -368,8 +358,7 @@ pub async fn answer_provision(
             resp.token_id = Some(token_id);
         }
         Err(e) => {
-            resp.status_code = e.status_code();
-            resp.reason_phrase = Some(e.message());
+            (resp.status_code, resp.reason_phrase) = e.rfc_status();
         }
     }
     resp

@@ -83,13 +83,10 @@ pub fn validate(config: &Config) -> Result<(), ServeError> {
 pub async fn serve(bus: Bus, config: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
     validate(&config)?;
     let subject = subject::esp_client_data(&config.instance);
-    let sub = bus
-        .subscribe(&subject, Some(&config.instance))
-        .await
-        .map_err(|source| ServeError::Subscribe {
-            subject: subject.clone(),
-            source,
-        })?;
+    let sub = worker::subscribe(&bus, subject, &config.instance, |subject, source| {
+        ServeError::Subscribe { subject, source }
+    })
+    .await?;
     tracing::info!(instance = %config.instance, epr = %config.epr_instance, "EPMX ready");
     let epr = EprClient::new(
         bus.clone(),

@@ -53,14 +53,10 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let state = EprState::new(store, bus.clone(), config)?;
     let instance = state.config().instance.clone();
-    let subscribe = |subject: String| {
-        let bus = bus.clone();
-        let group = instance.clone();
-        async move {
-            bus.subscribe(&subject, Some(&group))
-                .await
-                .map_err(|source| ServeError::Subscribe { subject, source })
-        }
+    let subscribe = |subject| {
+        worker::subscribe(&bus, subject, &instance, |subject, source| {
+            ServeError::Subscribe { subject, source }
+        })
     };
     let get = subscribe(subject::epmmp_request(&instance, epmmp::GET_REQUEST)).await?;
     let patch = subscribe(subject::epmmp_request(&instance, epmmp::PATCH_REQUEST)).await?;
@@ -93,10 +89,6 @@ pub async fn serve(
     Ok(())
 }
 
-fn status(err: &AppError) -> i32 {
-    i32::from(err.status().as_u16())
-}
-
 /// 19/EPMMP `ep-metadata-get-request`: the (optionally filtered) metadata, its ETag and app version.
 pub async fn answer_get(state: EprState, req: EndpointMetadataGetRequest) -> EndpointMetadataGetResponse {
     let mut resp = EndpointMetadataGetResponse {
@@ -118,9 +110,7 @@ pub async fn answer_get(state: EprState, req: EndpointMetadataGetRequest) -> End
             }
         }
         Err(e) => {
-            let e = AppError::from(e);
-            resp.status_code = status(&e);
-            resp.reason_phrase = Some(e.message());
+            (resp.status_code, resp.reason_phrase) = AppError::from(e).rfc_status();
         }
     }
     resp
@@ -155,8 +145,7 @@ pub async fn answer_patch(
     match outcome.await {
         Ok(()) => resp.status_code = 200,
         Err(e) => {
-            resp.status_code = status(&e);
-            resp.reason_phrase = Some(e.message());
+            (resp.status_code, resp.reason_phrase) = e.rfc_status();
         }
     }
     resp
@@ -179,9 +168,7 @@ pub async fn answer_keys(
             resp.keys = keys;
         }
         Err(e) => {
-            let e = AppError::from(e);
-            resp.status_code = status(&e);
-            resp.reason_phrase = Some(e.message());
+            (resp.status_code, resp.reason_phrase) = AppError::from(e).rfc_status();
         }
     }
     resp

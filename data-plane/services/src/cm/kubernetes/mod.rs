@@ -33,10 +33,9 @@ use std::{
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use kaa_protocol::now_millis;
 use kaa_store::{
-    ClientCredential, CmError, CredentialKind, CredentialPage, CredentialStatus, EndpointToken, NewAuth,
-    NewCredential, NewToken, PasswordCredential, TokenStatus, Transition, token_hash,
+    ClientCredential, CmError, CredentialKind, CredentialPage, EndpointToken, NewCredential, NewToken,
+    PasswordCredential, TokenStatus, Transition, token_hash,
 };
 use kube::{
     Api,
@@ -399,14 +398,7 @@ impl SecretStore {
             return Err(CmError::DuplicateToken.into());
         }
         let stored = StoredToken {
-            token: EndpointToken {
-                id: uuid::Uuid::new_v4().to_string(),
-                endpoint_id: new.endpoint_id,
-                app_name: new.app_name,
-                app_version: new.app_version,
-                status: TokenStatus::Inactive,
-                created_at: now_millis(),
-            },
+            token: new.issue(),
             hash,
         };
         self.write(&name, |current| {
@@ -527,13 +519,7 @@ impl SecretStore {
 
     pub async fn insert_credential(&self, new: NewCredential) -> Result<ClientCredential, StorageError> {
         let layout = &self.inner.layout;
-        let (kind, password_hash) = match new.auth {
-            NewAuth::Password {
-                username,
-                password_hash,
-            } => (CredentialKind::Password { username }, Some(password_hash)),
-            NewAuth::Certificate { issuer, serial } => (CredentialKind::Certificate { issuer, serial }, None),
-        };
+        let (kind, password_hash) = new.auth.into_parts();
         let _one_insert_at_a_time = self.inner.inserts.lock().await;
         {
             let index = self.index();
@@ -552,13 +538,7 @@ impl SecretStore {
             }
         }
         let entry = CredentialEntry {
-            credential: ClientCredential {
-                id: uuid::Uuid::new_v4().to_string(),
-                client_id: new.client_id,
-                kind,
-                status: CredentialStatus::Active,
-                created_at: now_millis(),
-            },
+            credential: ClientCredential::issue(new.client_id, kind),
             password_hash,
         };
         let name = layout
