@@ -23,49 +23,36 @@
 //!
 //! - [`layout`]: names, labels and data keys (the documented layout), Secret <-> record.
 //! - `index`: the in-memory view and the revocation diff.
+//! - `write`: the optimistic-concurrency write loop and waiting to read one's own write.
+//! - `watching`: the reflector task feeding the index and announcing revocations.
 
 use std::{
     fmt,
-    pin::pin,
     sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard},
     time::Duration,
 };
 
-use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kaa_store::{
     ClientCredential, CmError, CredentialKind, CredentialPage, EndpointToken, NewCredential, NewToken,
     PasswordCredential, TokenStatus, Transition, token_hash,
 };
-use kube::{
-    Api,
-    api::{DeleteParams, PostParams, Preconditions},
-    runtime::{
-        WatchStreamExt,
-        reflector::{self, ObjectRef},
-        watcher::{self, Event},
-    },
-};
-use tokio::{
-    sync::{mpsc, watch},
-    time::Instant,
-};
+use kube::{Api, runtime::reflector};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::storage::{Revocation, StorageError};
 
 mod index;
 pub mod layout;
+mod watching;
+mod write;
 
 use index::Index;
 use layout::{CredentialEntry, Parsed, StoredToken, put_token, token_in};
 pub use layout::{Layout, LayoutError};
-
-/// Attempts at one write before giving up as contended.
-const WRITE_ATTEMPTS: usize = 16;
-
-/// How long a write waits for the watch to deliver it before answering anyway.
-const READ_YOUR_WRITE: Duration = Duration::from_secs(10);
+use watching::watch_secrets;
+use write::Write;
 
 /// How long [`SecretStore::connect`] waits for the initial list by default.
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -161,27 +148,6 @@ impl Shared {
     fn write(&self) -> RwLockWriteGuard<'_, Index> {
         self.index.write().unwrap_or_else(|p| p.into_inner())
     }
-}
-
-/// What one write does, decided from the current Secret.
-enum Write<T> {
-    /// Nothing to change; answer `T`.
-    Nothing(T),
-    Create(Secret, T),
-    /// The changed copy of the current Secret (its resourceVersion is the precondition).
-    Replace(Secret, T),
-    /// Delete the current Secret (precondition: its resourceVersion).
-    Delete(T),
-}
-
-fn api_error(action: &'static str, name: &str) -> impl FnOnce(kube::Error) -> StorageError {
-    let name = name.to_owned();
-    move |source| SecretStoreError::Api { action, name, source }.into()
-}
-
-/// `409 Conflict` / `AlreadyExists`, or `404` (deleted meanwhile): read again and retry.
-fn is_race(err: &kube::Error) -> bool {
-    matches!(err, kube::Error::Api(status) if status.code == 409 || status.code == 404)
 }
 
 impl SecretStore {
@@ -281,110 +247,6 @@ impl SecretStore {
 
     fn index(&self) -> RwLockReadGuard<'_, Index> {
         self.inner.shared.read()
-    }
-
-    fn cached(&self, name: &str) -> Option<Secret> {
-        let key = ObjectRef::new(name).within(&self.inner.namespace);
-        self.inner.cache.get(&key).map(|s| Secret::clone(&s))
-    }
-
-    /// Reads `name`, lets `decide` say what to write, writes it with the read resourceVersion as
-    /// precondition, and starts over (reading from the API this time) when someone else changed
-    /// the Secret in between. `decide` may run several times.
-    async fn write<T>(
-        &self,
-        name: &str,
-        mut decide: impl FnMut(Option<&Secret>) -> Result<Write<T>, StorageError>,
-    ) -> Result<T, StorageError> {
-        let api = &self.inner.api;
-        let mut fresh = false;
-        for _ in 0..WRITE_ATTEMPTS {
-            let current = match fresh {
-                false => self.cached(name),
-                true => api.get_opt(name).await.map_err(api_error("read", name))?,
-            };
-            fresh = true;
-            let current_version = current.as_ref().and_then(|s| s.metadata.resource_version.clone());
-            match decide(current.as_ref())? {
-                Write::Nothing(answer) => return Ok(answer),
-                Write::Create(secret, answer) => match api.create(&PostParams::default(), &secret).await {
-                    Ok(written) => {
-                        self.await_version(name, &written).await;
-                        return Ok(answer);
-                    }
-                    Err(e) if is_race(&e) => continue,
-                    Err(e) => return Err(api_error("create", name)(e)),
-                },
-                Write::Replace(secret, answer) => {
-                    match api.replace(name, &PostParams::default(), &secret).await {
-                        Ok(written) => {
-                            self.await_version(name, &written).await;
-                            return Ok(answer);
-                        }
-                        Err(e) if is_race(&e) => continue,
-                        Err(e) => return Err(api_error("update", name)(e)),
-                    }
-                }
-                Write::Delete(answer) => {
-                    let Some(version) = current_version else {
-                        // Nothing to delete (decide saw no Secret): the answer stands.
-                        return Ok(answer);
-                    };
-                    let params = DeleteParams {
-                        preconditions: Some(Preconditions {
-                            resource_version: Some(version.clone()),
-                            uid: None,
-                        }),
-                        ..DeleteParams::default()
-                    };
-                    match api.delete(name, &params).await {
-                        Ok(_) => {
-                            self.await_deletion(name, &version).await;
-                            return Ok(answer);
-                        }
-                        Err(e) if is_race(&e) => continue,
-                        Err(e) => return Err(api_error("delete", name)(e)),
-                    }
-                }
-            }
-        }
-        Err(SecretStoreError::Contended(name.to_owned()).into())
-    }
-
-    async fn await_version(&self, name: &str, written: &Secret) {
-        if let Some(version) = written.metadata.resource_version.as_deref() {
-            self.await_index(name, |index| index.has_seen(name, version))
-                .await;
-        }
-    }
-
-    async fn await_deletion(&self, name: &str, version: &str) {
-        self.await_index(name, |index| index.has_seen_deletion(name, version))
-            .await;
-    }
-
-    /// Until the watch has delivered this replica's write: then reads (here and in every other
-    /// handler) see it. If the watch lags too long the write is answered anyway (it is stored).
-    async fn await_index(&self, name: &str, delivered: impl Fn(&Index) -> bool) {
-        let mut applied = self.inner.shared.applied.subscribe();
-        let deadline = Instant::now() + READ_YOUR_WRITE;
-        loop {
-            if delivered(&self.index()) {
-                return;
-            }
-            match tokio::time::timeout_at(deadline, applied.changed()).await {
-                Ok(Ok(())) => {}
-                // The watch task ended (shutting down) or lags: the write is stored regardless.
-                Ok(Err(_)) => return,
-                Err(_) => {
-                    tracing::warn!(
-                        secret = name,
-                        "the watch has not delivered this write within {READ_YOUR_WRITE:?}; answering anyway"
-                    );
-                    return;
-                }
-            }
-        }
     }
 
     // --- endpoint tokens -------------------------------------------------------------------
@@ -594,92 +456,4 @@ impl SecretStore {
         })
         .await
     }
-}
-
-/// The watch: reflector events -> index updates -> revocations, until `stop`.
-async fn watch_secrets(
-    api: Api<Secret>,
-    layout: Layout,
-    shared: Arc<Shared>,
-    writer: reflector::store::Writer<Secret>,
-    revocations: mpsc::UnboundedSender<Revocation>,
-    stop: CancellationToken,
-) {
-    let config = watcher::Config::default().labels(&layout.selector());
-    let mut events = pin!(reflector::reflector(
-        writer,
-        watcher::watcher(api, config).default_backoff()
-    ));
-    // Objects of a (re-)list, applied together when it completes.
-    let mut listing: Vec<Secret> = Vec::new();
-    loop {
-        let event = tokio::select! {
-            () = stop.cancelled() => return,
-            event = events.next() => event,
-        };
-        let Some(event) = event else { return };
-        let (announced, warnings) = match event {
-            Err(e) => {
-                tracing::warn!(error = %e, "watching the credential Secrets failed; retrying");
-                *shared.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
-                continue;
-            }
-            Ok(Event::Init) => {
-                listing.clear();
-                continue;
-            }
-            Ok(Event::InitApply(secret)) => {
-                listing.push(secret);
-                continue;
-            }
-            Ok(Event::InitDone) => {
-                let secrets = std::mem::take(&mut listing)
-                    .iter()
-                    .filter_map(|s| {
-                        let (name, version) = identity(s)?;
-                        Some((name, version, read_logged(&layout, s)))
-                    })
-                    .collect();
-                let outcome = shared.write().replace_all(secrets);
-                shared.ready.send_replace(true);
-                outcome
-            }
-            Ok(Event::Apply(secret)) => match identity(&secret) {
-                Some((name, version)) => {
-                    let parsed = read_logged(&layout, &secret);
-                    shared.write().apply(&name, &version, parsed)
-                }
-                None => continue,
-            },
-            Ok(Event::Delete(secret)) => match identity(&secret) {
-                Some((name, version)) => (shared.write().delete(&name, Some(&version)), Vec::new()),
-                None => continue,
-            },
-        };
-        for warning in warnings {
-            tracing::warn!(%warning, "ambiguous credential Secrets");
-        }
-        for revocation in announced {
-            // The receiver lives as long as CM; once it is gone nobody is left to tell.
-            let _ = revocations.send(revocation);
-        }
-        shared.applied.send_modify(|n| *n = n.wrapping_add(1));
-    }
-}
-
-fn identity(secret: &Secret) -> Option<(String, String)> {
-    Some((
-        secret.metadata.name.clone()?,
-        secret.metadata.resource_version.clone().unwrap_or_default(),
-    ))
-}
-
-/// Parses a Secret and logs what could not be read in it (names and reasons, never values).
-fn read_logged(layout: &Layout, secret: &Secret) -> Parsed {
-    let reading = layout.read(secret);
-    let name = secret.metadata.name.as_deref().unwrap_or_default();
-    for problem in &reading.problems {
-        tracing::warn!(secret = name, %problem, "ignoring unreadable credential data");
-    }
-    reading.parsed
 }
