@@ -7,6 +7,8 @@
 //!   - `nats`: an adapter over `async_nats::Client` for cluster mode.
 //! - [`Subscription`]: a stream of [`Message`]s; dropping it unsubscribes.
 //! - `subject`: NATS subject rules (validation, wildcard matching), applied identically by both.
+//! - [`metrics`]: the process's Prometheus registry, and the request round-trip histogram a bus
+//!   records into once [`Bus::with_metrics`] attached it.
 //!
 //! Both implementations give the same observable behaviour, checked by one contract test suite
 //! (`tests/contract.rs`): tokens split by `.`, `*` matches one token, `>` one or more trailing
@@ -39,6 +41,7 @@
 //! ```
 
 mod in_process;
+pub mod metrics;
 mod nats;
 mod subject;
 
@@ -46,7 +49,7 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
@@ -97,6 +100,8 @@ pub enum BusError {
 #[derive(Clone, Debug)]
 pub struct Bus {
     inner: Inner,
+    /// Where request round trips are recorded, if anywhere.
+    metrics: Option<Arc<metrics::BusMetrics>>,
 }
 
 #[derive(Clone, Debug)]
@@ -117,6 +122,7 @@ impl Bus {
     pub fn in_process_with_capacity(capacity: usize) -> Bus {
         Bus {
             inner: Inner::InProcess(in_process::InProcess::new(capacity)),
+            metrics: None,
         }
     }
 
@@ -124,7 +130,16 @@ impl Bus {
     pub async fn connect_nats(url: &str) -> Result<Bus, BusError> {
         Ok(Bus {
             inner: Inner::Nats(nats::connect(url).await?),
+            metrics: None,
         })
+    }
+
+    /// This bus, recording the round trip of every [`request`](Bus::request) (this handle's and its
+    /// clones') in `metrics` as `kaa_bus_request_duration_seconds` (answered) and
+    /// `kaa_bus_request_failures_total` (not). Call once per process and registry.
+    pub fn with_metrics(mut self, metrics: &metrics::Metrics) -> Bus {
+        self.metrics = Some(Arc::new(metrics::BusMetrics::register(metrics)));
+        self
     }
 
     pub async fn publish(&self, subject: &str, payload: Bytes) -> Result<(), BusError> {
@@ -192,10 +207,15 @@ impl Bus {
         timeout: Duration,
     ) -> Result<Message, BusError> {
         check_publish(subject)?;
-        match &self.inner {
+        let started = Instant::now();
+        let reply = match &self.inner {
             Inner::InProcess(bus) => bus.request(subject, payload, timeout).await,
             Inner::Nats(client) => nats::request(client, subject, payload, timeout).await,
+        };
+        if let Some(metrics) = &self.metrics {
+            metrics.observe(subject, started.elapsed(), reply.as_ref().map(|_| ()));
         }
+        reply
     }
 
     /// Waits until everything published so far has been handed on: written to the NATS socket, or

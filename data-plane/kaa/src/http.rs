@@ -1,5 +1,5 @@
-//! The HTTP listener: `/health`, the REST routers of the services running in this process, and
-//! the admin authentication in front of all of them.
+//! The HTTP listener: `/health`, `/metrics`, the REST routers of the services running in this
+//! process, and the admin authentication in front of all of them.
 //!
 //! Every request needs `Authorization: Bearer <admin token>` except the routes in
 //! [`OPEN_ROUTES`] (probes and scrapers carry no token). The check is one middleware over the
@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
@@ -18,6 +19,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use kaa_bus::Bus;
+use kaa_bus::metrics::{self, Metrics};
+use kaa_store::Store;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -148,11 +151,13 @@ async fn require_admin_token(
     }
 }
 
-/// The whole HTTP app of a process: `/health`, the services' REST routers, and the admin token
-/// check in front of everything not in [`OPEN_ROUTES`]. Without a token (`None`) only the open
-/// routes answer: a process never serves its API unauthenticated.
-pub fn app(bus: Bus, rest: Router, admin_token: Option<AdminToken>) -> Router {
-    health(bus)
+/// The whole HTTP app of a process: `/health`, `/metrics`, the services' REST routers, and the
+/// admin token check in front of everything not in [`OPEN_ROUTES`]. Without a token (`None`) only
+/// the open routes answer: a process never serves its API unauthenticated.
+pub fn app(health: Health, metrics: Metrics, rest: Router, admin_token: Option<AdminToken>) -> Router {
+    health
+        .router()
+        .merge(metrics_router(metrics))
         .merge(rest)
         .layer(axum::middleware::from_fn_with_state(
             admin_token.map(Arc::new),
@@ -160,23 +165,70 @@ pub fn app(bus: Bus, rest: Router, admin_token: Option<AdminToken>) -> Router {
         ))
 }
 
-/// `GET /health`: 200 when the process can do its work, else 500 with the problems found.
-pub fn health(bus: Bus) -> Router {
+/// How long `/health` waits for the database: a probe must answer well within its own timeout
+/// (Kubernetes' default is 1 s).
+const STORE_PING_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// What `/health` checks: the bus, and the database for processes that have one.
+#[derive(Debug, Clone)]
+pub struct Health {
+    pub bus: Bus,
+    pub store: Option<Store>,
+}
+
+impl Health {
+    /// Human-readable problems that keep this process from working; empty when healthy.
+    pub async fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !self.bus.is_connected() {
+            problems.push("the message bus (NATS) is disconnected".to_owned());
+        }
+        if let Some(store) = &self.store
+            && let Err(e) = store.ping(STORE_PING_TIMEOUT).await
+        {
+            problems.push(format!("the database is unreachable: {e}"));
+        }
+        problems
+    }
+
+    /// `GET /health`: 200 `{"status":"ok"}` when the process can do its work, else 500
+    /// `{"status":"failing","problems":[...]}`.
+    pub fn router(self) -> Router {
+        Router::new().route(
+            "/health",
+            get(move || {
+                let health = self.clone();
+                async move {
+                    let problems = health.problems().await;
+                    if problems.is_empty() {
+                        (StatusCode::OK, axum::Json(json!({ "status": "ok" }))).into_response()
+                    } else {
+                        for problem in &problems {
+                            tracing::warn!(problem, "health check failing");
+                        }
+                        let body = json!({ "status": "failing", "problems": problems });
+                        (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
+                    }
+                }
+            }),
+        )
+    }
+}
+
+/// `GET /metrics`: the process's registry in the OpenMetrics text format Prometheus scrapes.
+fn metrics_router(metrics: Metrics) -> Router {
     Router::new().route(
-        "/health",
+        "/metrics",
         get(move || {
-            let bus = bus.clone();
+            let metrics = metrics.clone();
             async move {
-                let mut problems = Vec::new();
-                if !bus.is_connected() {
-                    problems.push("the message bus (NATS) is disconnected");
-                }
-                if problems.is_empty() {
-                    (StatusCode::OK, axum::Json(json!({ "status": "ok" }))).into_response()
-                } else {
-                    let body = json!({ "status": "failing", "problems": problems });
-                    (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
-                }
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static(metrics::CONTENT_TYPE),
+                    )],
+                    metrics.encode(),
+                )
             }
         }),
     )
@@ -222,8 +274,13 @@ mod tests {
             get(|| async { "listed" }).post(|| async { (StatusCode::CREATED, "created") }),
         );
         let rest = rest.route("/cm/api/v1/tokens", post(|| async { "issued" }));
+        let health = Health {
+            bus: Bus::in_process(),
+            store: None,
+        };
         app(
-            Bus::in_process(),
+            health,
+            Metrics::new(),
             rest,
             token.map(|t| AdminToken::new(t).unwrap()),
         )
@@ -362,6 +419,45 @@ mod tests {
         }
         let got = call(test_app(Some(TOKEN)), Method::POST, "/health", None).await;
         assert_unauthorized(got, "Bearer");
+    }
+
+    #[tokio::test]
+    async fn metrics_are_open_and_in_the_openmetrics_text_format() {
+        let got = call(test_app(Some(TOKEN)), Method::GET, "/metrics", None).await;
+        assert_eq!(got.0, StatusCode::OK);
+        assert_eq!(got.1[header::CONTENT_TYPE], metrics::CONTENT_TYPE);
+        assert!(String::from_utf8(got.2).unwrap().ends_with("# EOF\n"));
+        let got = call(test_app(Some(TOKEN)), Method::POST, "/metrics", None).await;
+        assert_unauthorized(got, "Bearer");
+    }
+
+    #[tokio::test]
+    async fn health_lists_an_unreachable_database_as_a_problem() {
+        let store = Store::open_in_memory().await.unwrap();
+        let health = Health {
+            bus: Bus::in_process(),
+            store: Some(store.clone()),
+        };
+        assert!(health.problems().await.is_empty());
+        let rest = Router::new();
+        let router = app(health.clone(), Metrics::new(), rest, None);
+        assert_eq!(
+            call(router.clone(), Method::GET, "/health", None).await.0,
+            StatusCode::OK
+        );
+
+        store.close().await;
+        let problems = health.problems().await;
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("the database is unreachable"),
+            "{problems:?}"
+        );
+        let (status, _, body) = call(router, Method::GET, "/health", None).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["status"], "failing");
+        assert_eq!(body["problems"], serde_json::json!(problems));
     }
 
     #[tokio::test]

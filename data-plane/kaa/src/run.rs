@@ -7,9 +7,10 @@ use anyhow::Context;
 use kaa_blueprint::ServiceKind;
 use kaa_blueprint::config::{CmStorage, ServiceConfig};
 use kaa_bus::Bus;
+use kaa_bus::metrics::Metrics;
 use kaa_store::Store;
 
-use crate::http::AdminToken;
+use crate::http::{AdminToken, Health};
 use crate::services::{Platform, ServiceContext};
 
 /// Run one service instance against NATS.
@@ -28,7 +29,7 @@ pub struct Args {
     /// require it.
     #[arg(long, env = "KAA_DATABASE")]
     database: Option<PathBuf>,
-    /// Management listener: `/health` and the service's REST API.
+    /// Management listener: `/health`, `/metrics` and the service's REST API.
     #[arg(long, default_value = "0.0.0.0:9000", env = "KAA_HTTP_ADDR")]
     http_addr: String,
     /// The file holding the admin API's bearer token (in Kubernetes, a mounted Secret). Required
@@ -77,17 +78,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ),
         (None, _) => None,
     };
+    let metrics = Metrics::new();
     let bus = Bus::connect_nats(&args.nats_url)
         .await
-        .with_context(|| format!("cannot connect to NATS at {}", args.nats_url))?;
+        .with_context(|| format!("cannot connect to NATS at {}", args.nats_url))?
+        .with_metrics(&metrics);
     let replica = args.replica_id.clone().unwrap_or_else(|| {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| config.instance().to_owned());
         format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
     });
-    let mut context = ServiceContext::new(bus.clone(), store.clone(), &replica);
+    let mut context = ServiceContext::new(bus.clone(), store.clone(), &replica, metrics.clone());
     context.namespace = args.namespace.clone().filter(|ns| !ns.is_empty());
     let platform = Platform::start(vec![config], &context).await?;
-    let app = crate::http::app(bus, platform.router(), admin_token);
+    let health = Health {
+        bus,
+        store: store.clone(),
+    };
+    let app = crate::http::app(health, metrics, platform.router(), admin_token);
     let (http_addr, http) = crate::http::serve(&args.http_addr, app, context.shutdown.clone()).await?;
     tracing::info!(%http_addr, replica, kind = %args.kind, "service running");
 

@@ -7,6 +7,7 @@ use anyhow::Context;
 use axum::Router;
 use kaa_blueprint::config::ServiceConfig;
 use kaa_bus::Bus;
+use kaa_bus::metrics::Metrics;
 use kaa_kpc::Kpc;
 use kaa_services::{cm, epmx, epr};
 use kaa_store::Store;
@@ -23,16 +24,19 @@ pub struct ServiceContext {
     /// Namespace of Kubernetes-backed state (CM's `storage: kubernetes`); `None`: the Kubernetes
     /// client's default (in a pod, its own namespace).
     pub namespace: Option<String>,
+    /// The process's metrics registry (the bus records into it too: [`Bus::with_metrics`]).
+    pub metrics: Metrics,
     pub shutdown: CancellationToken,
 }
 
 impl ServiceContext {
-    pub fn new(bus: Bus, store: Option<Store>, replica: &str) -> Self {
+    pub fn new(bus: Bus, store: Option<Store>, replica: &str, metrics: Metrics) -> Self {
         ServiceContext {
             bus,
             store,
             replica: replica.to_owned(),
             namespace: None,
+            metrics,
             shutdown: CancellationToken::new(),
         }
     }
@@ -111,7 +115,7 @@ impl Platform {
                 }
                 ServiceConfig::Kpc(c) => {
                     let replica = format!("{instance}-{}", ctx.replica);
-                    let kpc = Kpc::start(c, ctx.bus.clone(), replica).await?;
+                    let kpc = Kpc::start(c, ctx.bus.clone(), replica, &ctx.metrics).await?;
                     platform.kpc = Some(kpc);
                 }
             }

@@ -11,9 +11,10 @@ use anyhow::Context;
 use kaa_blueprint::Blueprint;
 use kaa_blueprint::config::{ClientAuthMode, ClientCertMode, ServiceConfig};
 use kaa_bus::Bus;
+use kaa_bus::metrics::Metrics;
 use kaa_store::Store;
 
-use crate::http::AdminToken;
+use crate::http::{AdminToken, Health};
 use crate::services::{Platform, ServiceContext};
 
 /// The admin token's file name inside the data directory.
@@ -34,7 +35,7 @@ pub struct Args {
     /// Blueprint must configure `mqtts`).
     #[arg(long, env = "KAA_MQTTS_ADDR")]
     mqtts_addr: Option<String>,
-    /// HTTP listener: REST APIs and `/health`.
+    /// HTTP listener: REST APIs, `/health` and `/metrics`.
     #[arg(long, default_value = "127.0.0.1:8000", env = "KAA_HTTP_ADDR")]
     http_addr: String,
 }
@@ -90,11 +91,16 @@ pub async fn up(args: Args) -> anyhow::Result<()> {
     let store = Store::open(&db)
         .await
         .with_context(|| format!("cannot open {}", db.display()))?;
-    let bus = Bus::in_process();
-    let context = ServiceContext::new(bus.clone(), Some(store.clone()), "local");
+    let metrics = Metrics::new();
+    let bus = Bus::in_process().with_metrics(&metrics);
+    let context = ServiceContext::new(bus.clone(), Some(store.clone()), "local", metrics.clone());
     let platform = Platform::start(configs, &context).await?;
 
-    let app = crate::http::app(bus, platform.router(), Some(admin_token));
+    let health = Health {
+        bus,
+        store: Some(store.clone()),
+    };
+    let app = crate::http::app(health, metrics, platform.router(), Some(admin_token));
     let (http_addr, http) = crate::http::serve(&args.http_addr, app, context.shutdown.clone()).await?;
     print_banner(&blueprint, &platform, listeners, http_addr, &token_path, created);
 
@@ -194,7 +200,7 @@ fn print_banner(
     println!(
         r#"kaa-rs is up: Blueprint `{name}`
   MQTT  {mqtt}   ({mqtt_auth}){mqtts}
-  HTTP  http://{http}   REST /epr/api/v1, /cm/api/v1, /ccm/api/v1, health /health
+  HTTP  http://{http}   REST /epr/api/v1, /cm/api/v1, /ccm/api/v1, health /health, metrics /metrics
   admin {token}   ({token_note}: every REST call needs `Authorization: Bearer <its content>`;
         keep it secret, delete it and restart to get a new one)
 

@@ -34,6 +34,7 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use kaa_blueprint::config::KpcConfig;
 use kaa_bus::Bus;
+use kaa_bus::metrics::Metrics;
 use kaa_protocol::avro::AvroRecord;
 use kaa_protocol::elce::{ConnectedEvent, DisconnectedEvent};
 use kaa_protocol::error::KpError;
@@ -45,6 +46,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Authenticator, ClientIdentity};
+use crate::metrics::{AuthFailure, ExtensionMetrics, KpcMetrics, ReplyKind};
 use crate::tokens::{Identified, TokenError, TokenResolver};
 
 /// Identifies one client connection within this replica.
@@ -80,6 +82,7 @@ pub struct Gateway {
     auth: Authenticator,
     replica_id: String,
     reply_subject: String,
+    metrics: KpcMetrics,
     next_id: AtomicU64,
     state: Mutex<State>,
     /// Credentials revoked lately: a CONNECT whose answer was in flight across the revocation
@@ -115,10 +118,15 @@ struct Pending {
     topic: String,
     has_request_id: bool,
     deadline: Instant,
+    /// When the client's PUBLISH arrived, for the request duration histogram.
+    started: Instant,
+    extension: Arc<ExtensionMetrics>,
 }
 
 impl Gateway {
-    pub fn new(config: KpcConfig, bus: Bus, replica_id: String) -> Arc<Self> {
+    /// A gateway whose metrics are registered in `metrics` (one gateway per registry).
+    pub fn new(config: KpcConfig, bus: Bus, replica_id: String, metrics: &Metrics) -> Arc<Self> {
+        let metrics = KpcMetrics::register(metrics, &config);
         let reply_subject = subject::esp_extension_data_replica(&replica_id);
         let tokens = TokenResolver::new(
             bus.clone(),
@@ -139,6 +147,7 @@ impl Gateway {
             auth,
             replica_id,
             reply_subject,
+            metrics,
             next_id: AtomicU64::new(1),
             state: Mutex::default(),
             recently_revoked: Mutex::default(),
@@ -147,6 +156,10 @@ impl Gateway {
 
     pub(crate) fn authenticator(&self) -> &Authenticator {
         &self.auth
+    }
+
+    pub(crate) fn metrics(&self) -> &KpcMetrics {
+        &self.metrics
     }
 
     pub fn config(&self) -> &KpcConfig {
@@ -219,7 +232,14 @@ impl Gateway {
 
     /// Handles one PUBLISH from a client. Errors are answered on `{topic}/error`.
     pub async fn handle_publish(&self, session: SessionId, topic: &str, payload: Bytes, qos: QoS) {
-        if let Err(error) = self.forward(session, topic, payload, qos).await {
+        let started = Instant::now();
+        let mut extension = None;
+        let forwarded = self
+            .forward(session, topic, payload, qos, started, &mut extension)
+            .await;
+        let extension = extension.unwrap_or_else(|| self.metrics.unrouted().clone());
+        if let Err(error) = forwarded {
+            extension.rejected(error.status_code);
             tracing::debug!(
                 session,
                 topic = loggable(topic),
@@ -227,14 +247,18 @@ impl Gateway {
                 reason = %error.reason_phrase,
                 "refused"
             );
-            if can_answer(topic) {
-                self.send(
+            if can_answer(topic)
+                && self.send(
                     session,
                     format!("{topic}/error"),
                     Bytes::from(error.to_json()),
                     qos,
-                );
+                )
+            {
+                extension.replied(ReplyKind::Error);
             }
+        } else {
+            extension.forwarded();
         }
     }
 
@@ -244,6 +268,9 @@ impl Gateway {
         topic: &str,
         payload: Bytes,
         qos: QoS,
+        started: Instant,
+        // Set once the extension is known to be routed: whose counters the outcome goes to.
+        extension: &mut Option<Arc<ExtensionMetrics>>,
     ) -> Result<(), KpError> {
         let request = RequestTopic::parse(topic).map_err(|e| KpError::new(400, e.to_string()))?;
         let route = self.config.app_versions.get(request.app_version).ok_or_else(|| {
@@ -261,6 +288,8 @@ impl Gateway {
                 ),
             ));
         }
+        let metrics = self.metrics.extension(request.extension).clone();
+        *extension = Some(metrics.clone());
         let (token, resource_path) = request
             .endpoint_resource()
             .map_err(|e| KpError::new(400, e.to_string()))?;
@@ -301,6 +330,8 @@ impl Gateway {
             topic: topic.to_owned(),
             has_request_id: request.request_id.is_some(),
             deadline: Instant::now() + Duration::from_millis(self.config.limits.request_timeout_ms),
+            started,
+            extension: metrics,
         };
         self.state().pending.insert(correlation_id.clone(), pending);
         let subject = subject::esp_client_data(request.extension);
@@ -351,9 +382,16 @@ impl Gateway {
                 .resolve(app, app_version, token)
                 .await
                 .map_err(|e| match e {
-                    TokenError::Unknown => KpError::new(401, "unknown or invalid endpoint token"),
-                    TokenError::Refused(reason) => KpError::new(403, reason),
+                    TokenError::Unknown => {
+                        self.metrics.auth_failure(AuthFailure::UnknownToken);
+                        KpError::new(401, "unknown or invalid endpoint token")
+                    }
+                    TokenError::Refused(reason) => {
+                        self.metrics.auth_failure(AuthFailure::TokenRefused);
+                        KpError::new(403, reason)
+                    }
                     TokenError::Unavailable(why) => {
+                        self.metrics.auth_failure(AuthFailure::TokenUnavailable);
                         tracing::warn!(%why, "endpoint token validation failed");
                         KpError::new(
                             503,
@@ -427,20 +465,26 @@ impl Gateway {
         }
     }
 
-    fn send(&self, session: SessionId, topic: String, payload: Bytes, qos: QoS) {
+    /// Queues a message for a session's client; whether it was queued.
+    fn send(&self, session: SessionId, topic: String, payload: Bytes, qos: QoS) -> bool {
         let tx = match self.state().sessions.get(&session) {
             Some(s) => s.tx.clone(),
-            None => return, // the client went away; nothing to deliver to
+            None => return false, // the client went away; nothing to deliver to
         };
-        if tx
-            .try_send(Outbound {
-                topic: topic.into(),
-                payload,
-                qos,
-            })
-            .is_err()
-        {
-            tracing::warn!(session, "client is not reading; dropped a message for it");
+        let sent = tx.try_send(Outbound {
+            topic: topic.into(),
+            payload,
+            qos,
+        });
+        match sent {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.metrics.dropped();
+                tracing::warn!(session, "client is not reading; dropped a message for it");
+                false
+            }
+            // The session is ending: nobody to deliver to, nothing dropped on a live client.
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 }

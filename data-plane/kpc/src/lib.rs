@@ -5,6 +5,8 @@
 //!   16/ECAP revocations.
 //! - [`tokens`]: endpoint token -> endpoint id through the 16/ECAP provider, with a TTL cache.
 //! - [`auth`]: client authentication at CONNECT (username/password, TLS client certificate).
+//! - `metrics`: the gateway's Prometheus metrics (connections, messages, replies, latency, auth
+//!   failures, timeouts, drops), registered in the process's registry.
 //! - `ratelimit`: failed-CONNECT token buckets per source address.
 //! - [`tls`]: the rustls server configuration of the MQTT over TLS listener, reloaded on change.
 //! - `mqtt`: MQTT 3.1.1/5 over TCP and TLS (accept loops, one task per connection, v3/v5 mapping).
@@ -15,6 +17,7 @@
 
 pub mod auth;
 pub mod gateway;
+mod metrics;
 mod mqtt;
 mod ratelimit;
 pub mod tls;
@@ -25,6 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kaa_blueprint::config::{ClientAuthMode, ClientCertMode, KpcConfig};
+use kaa_bus::metrics::Metrics;
 use kaa_bus::{Bus, BusError, Subscription};
 use kaa_protocol::avro::AvroRecord;
 use kaa_protocol::ecap::{ClientCredentialRevokedEvent, EndpointTokenRevokedEvent};
@@ -60,14 +64,20 @@ pub struct Kpc {
 }
 
 impl Kpc {
-    /// Binds the listeners and starts routing. `replica_id` names this replica's bus subjects.
-    pub async fn start(config: KpcConfig, bus: Bus, replica_id: String) -> Result<Kpc, KpcError> {
+    /// Binds the listeners and starts routing. `replica_id` names this replica's bus subjects; the
+    /// gateway's metrics are registered in `metrics` (one KPC per registry).
+    pub async fn start(
+        config: KpcConfig,
+        bus: Bus,
+        replica_id: String,
+        metrics: &Metrics,
+    ) -> Result<Kpc, KpcError> {
         // Fail before binding anything if the TLS files are unusable.
         let tls = match &config.mqtts {
             Some(settings) => Some(Arc::new(TlsFiles::load(settings.clone())?)),
             None => None,
         };
-        let gateway = Gateway::new(config, bus.clone(), replica_id);
+        let gateway = Gateway::new(config, bus.clone(), replica_id, metrics);
         let config = gateway.config();
         let (mqtt_listener, mqtt_addr) = bind(&config.mqtt.listen).await?;
         let mqtts = match (&config.mqtts, tls) {
@@ -109,6 +119,7 @@ impl Kpc {
         warn_about_auth("mqtt", mqtt_addr, config.mqtt.auth, None);
         let plain = Listener {
             name: "mqtt",
+            connections: gateway.metrics().connections("mqtt"),
             gateway: gateway.clone(),
             auth: config.mqtt.auth,
             tls: None,
@@ -127,6 +138,7 @@ impl Kpc {
             warn_about_auth("mqtts", addr, auth, client_certs);
             let secure = Listener {
                 name: "mqtts",
+                connections: gateway.metrics().connections("mqtts"),
                 gateway: gateway.clone(),
                 auth,
                 tls: Some(tls),

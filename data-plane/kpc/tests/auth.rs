@@ -13,13 +13,14 @@ use std::time::{Duration, Instant};
 use common::{FakeCm, config, echo_extension};
 use kaa_blueprint::config::ClientAuthMode;
 use kaa_bus::Bus;
+use kaa_bus::metrics::Metrics;
 use kaa_kpc::Kpc;
 use kaa_testkit::{DEADLINE, Device};
 use rumqttc::ConnectReturnCode as V3;
 use rumqttc::v5::mqttbytes::v5::ConnectReturnCode as V5;
 
 async fn kpc(bus: &Bus, auth: ClientAuthMode) -> Kpc {
-    Kpc::start(config(auth), bus.clone(), "kpc-test".into())
+    Kpc::start(config(auth), bus.clone(), "kpc-test".into(), &Metrics::new())
         .await
         .unwrap()
 }
@@ -128,7 +129,9 @@ async fn failed_connects_are_rate_limited_per_address_without_asking() {
     cm.add_user("u", "right", "cred-1");
     let mut cfg = config(ClientAuthMode::Password);
     cfg.limits.failed_connects_per_minute = 3;
-    let kpc = Kpc::start(cfg, bus.clone(), "kpc-test".into()).await.unwrap();
+    let kpc = Kpc::start(cfg, bus.clone(), "kpc-test".into(), &Metrics::new())
+        .await
+        .unwrap();
     let port = kpc.mqtt_addr().port();
 
     // Successes do not use up the budget.

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use common::{FakeCm, config, echo_extension};
 use kaa_blueprint::config::ClientAuthMode;
 use kaa_bus::Bus;
+use kaa_bus::metrics::Metrics;
 use kaa_kpc::Kpc;
 use kaa_testkit::{DEADLINE, Device};
 use rumqttc::ConnectReturnCode as V3;
@@ -20,9 +21,14 @@ async fn setup() -> (Bus, FakeCm, Kpc) {
     let bus = Bus::in_process();
     let cm = FakeCm::start(&bus).await;
     echo_extension(&bus).await;
-    let kpc = Kpc::start(config(ClientAuthMode::Password), bus.clone(), "kpc-test".into())
-        .await
-        .unwrap();
+    let kpc = Kpc::start(
+        config(ClientAuthMode::Password),
+        bus.clone(),
+        "kpc-test".into(),
+        &Metrics::new(),
+    )
+    .await
+    .unwrap();
     (bus, cm, kpc)
 }
 
@@ -191,9 +197,14 @@ async fn revocations_reach_every_replica_over_nats() {
     for replica in ["kpc-0", "kpc-1"] {
         // Each replica has its own connection, as separate processes would.
         let own_bus = Bus::connect_nats(&nats.url).await.unwrap();
-        let kpc = Kpc::start(config(ClientAuthMode::Password), own_bus, replica.into())
-            .await
-            .unwrap();
+        let kpc = Kpc::start(
+            config(ClientAuthMode::Password),
+            own_bus,
+            replica.into(),
+            &Metrics::new(),
+        )
+        .await
+        .unwrap();
         replicas.push(kpc);
     }
     let mut by_token = Vec::new();

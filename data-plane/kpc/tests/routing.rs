@@ -9,17 +9,22 @@ use std::time::Duration;
 use bytes::Bytes;
 use kaa_blueprint::config::{AppVersionRoute, ClientAuthMode, KpcConfig, KpcLimits, MqttSettings};
 use kaa_bus::Bus;
+use kaa_bus::metrics::Metrics;
 use kaa_kpc::Kpc;
 use kaa_protocol::avro::AvroRecord;
 use kaa_protocol::ecap::{EndpointTokenValidationRequest, EndpointTokenValidationResponse};
 use kaa_protocol::esp::{ClientData, ExtensionData};
-use kaa_testkit::{DEADLINE, Device};
+use kaa_testkit::{DEADLINE, Device, eventually};
 use rumqttc::QoS;
 use serde_json::json;
 
 const REQUEST_TIMEOUT_MS: u64 = 300;
 
 async fn gateway(bus: &Bus) -> Kpc {
+    gateway_with_metrics(bus, &Metrics::new()).await
+}
+
+async fn gateway_with_metrics(bus: &Bus, metrics: &Metrics) -> Kpc {
     let config = KpcConfig {
         instance: "kpc".into(),
         token_provider: "cm".into(),
@@ -40,7 +45,9 @@ async fn gateway(bus: &Bus) -> Kpc {
             ..KpcLimits::default()
         },
     };
-    Kpc::start(config, bus.clone(), "kpc-test".into()).await.unwrap()
+    Kpc::start(config, bus.clone(), "kpc-test".into(), metrics)
+        .await
+        .unwrap()
 }
 
 /// Token provider: `tok-N` is endpoint `ep-N`; anything else is unknown.
@@ -145,6 +152,64 @@ async fn a_silent_extension_gets_the_device_a_504_after_the_request_timeout() {
             .is_none()
     );
     kpc.shutdown().await;
+}
+
+/// The value of one sample line `series value` in a scrape (0 when absent).
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_count_connections_timeouts_pushes_and_unrouted_requests() {
+    let bus = Bus::in_process();
+    token_provider(&bus).await;
+    extension(&bus).await;
+    let metrics = Metrics::new();
+    let kpc = gateway_with_metrics(&bus, &metrics).await;
+    let mut device = Device::connect(kpc.mqtt_addr().port(), "d").await;
+    let connections = r#"kaa_kpc_connections{transport="mqtt"}"#;
+    assert_eq!(sample(&metrics.encode(), connections), 1.0);
+
+    assert_eq!(
+        device.request("kp1/av1/ext/tok-1/silent/1", "{}").await.0,
+        "/error"
+    );
+    assert_eq!(
+        device.request("kp1/av1/ext/tok-1/push/2", "{}").await.0,
+        "/status"
+    );
+    let (topic, _) = device.next_message(DEADLINE).await.expect("the push");
+    assert!(topic.ends_with("/pushed/status"), "{topic}");
+    assert_eq!(device.request("kp1/av1/nope/tok-1/x/3", "{}").await.0, "/error");
+
+    let text = metrics.encode();
+    for (series, value) in [
+        ("kaa_kpc_request_timeouts_total", 1.0),
+        (
+            r#"kaa_kpc_messages_total{extension="ext",outcome="forwarded"}"#,
+            2.0,
+        ),
+        (r#"kaa_kpc_replies_total{extension="ext",kind="error"}"#, 1.0),
+        (r#"kaa_kpc_replies_total{extension="ext",kind="status"}"#, 1.0),
+        (r#"kaa_kpc_replies_total{extension="ext",kind="push"}"#, 1.0),
+        (r#"kaa_kpc_request_duration_seconds_count{extension="ext"}"#, 1.0),
+        (
+            r#"kaa_kpc_messages_total{extension="unrouted",outcome="rejected_4xx"}"#,
+            1.0,
+        ),
+        (r#"kaa_kpc_replies_total{extension="unrouted",kind="error"}"#, 1.0),
+        ("kaa_kpc_dropped_messages_total", 0.0),
+    ] {
+        assert_eq!(sample(&text, series), value, "{series} in\n{text}");
+    }
+
+    device.client.disconnect().await.unwrap();
+    eventually(DEADLINE, "the connection gauge back to 0", || async {
+        (sample(&metrics.encode(), connections) == 0.0).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

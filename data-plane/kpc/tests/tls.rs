@@ -8,6 +8,7 @@ mod common;
 use common::{FakeCm, Pki, TlsOutcome, config, echo_extension, server_label, tls_connect, tls_request};
 use kaa_blueprint::config::{ClientAuthMode, ClientCertMode};
 use kaa_bus::Bus;
+use kaa_bus::metrics::Metrics;
 use kaa_kpc::Kpc;
 use kaa_testkit::{DEADLINE, eventually};
 use rmqtt_codec::v3::ConnectAckReason as Code;
@@ -16,7 +17,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 async fn tls_kpc(bus: &Bus, pki: &Pki, certs: ClientCertMode, auth: ClientAuthMode) -> Kpc {
     let mut cfg = config(ClientAuthMode::Password);
     cfg.mqtts = Some(pki.mqtts(certs, auth));
-    Kpc::start(cfg, bus.clone(), "kpc-test".into()).await.unwrap()
+    Kpc::start(cfg, bus.clone(), "kpc-test".into(), &Metrics::new())
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -109,7 +112,9 @@ async fn a_stalled_handshake_does_not_block_other_clients() {
     let mut cfg = config(ClientAuthMode::Password);
     cfg.mqtts = Some(pki.mqtts(ClientCertMode::Required, ClientAuthMode::Certificate));
     cfg.limits.connect_timeout_ms = 3_000;
-    let kpc = Kpc::start(cfg, bus.clone(), "kpc-test".into()).await.unwrap();
+    let kpc = Kpc::start(cfg, bus.clone(), "kpc-test".into(), &Metrics::new())
+        .await
+        .unwrap();
     let addr = kpc.mqtts_addr().unwrap();
 
     // Some say nothing; some start a ClientHello record (a 16 KiB one) and stop.
@@ -180,7 +185,7 @@ async fn unusable_tls_files_stop_the_start() {
     let mut mqtts = pki.mqtts(ClientCertMode::Required, ClientAuthMode::Certificate);
     mqtts.client_ca_file = None;
     cfg.mqtts = Some(mqtts.clone());
-    let err = Kpc::start(cfg.clone(), bus.clone(), "k".into())
+    let err = Kpc::start(cfg.clone(), bus.clone(), "k".into(), &Metrics::new())
         .await
         .unwrap_err();
     assert!(err.to_string().contains("clientCaFile"), "{err}");
@@ -188,6 +193,8 @@ async fn unusable_tls_files_stop_the_start() {
     mqtts.client_certs = ClientCertMode::None;
     mqtts.key_file = pki.path("missing.key").display().to_string();
     cfg.mqtts = Some(mqtts);
-    let err = Kpc::start(cfg, bus, "k".into()).await.unwrap_err();
+    let err = Kpc::start(cfg, bus, "k".into(), &Metrics::new())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("missing.key"), "{err}");
 }

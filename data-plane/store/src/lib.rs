@@ -52,6 +52,15 @@ pub enum OpenError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// Why [`Store::ping`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PingError {
+    #[error("the database did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the database failed: {0}")]
+    Database(#[source] sqlx::Error),
+}
+
 /// Handle to the database; cheap to clone (a connection pool inside).
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -99,6 +108,17 @@ impl Store {
     async fn migrated(pool: SqlitePool) -> Result<Store, OpenError> {
         migrator().run(&pool).await?;
         Ok(Store { pool })
+    }
+
+    /// Whether the database answers `SELECT 1` within `timeout` (the `/health` check). The wait
+    /// for a pooled connection counts: a pool exhausted that long is as good as unreachable.
+    pub async fn ping(&self, timeout: Duration) -> Result<(), PingError> {
+        let query = sqlx::query("SELECT 1").fetch_one(&self.pool);
+        match tokio::time::timeout(timeout, query).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(PingError::Database(e)),
+            Err(_) => Err(PingError::Timeout(timeout)),
+        }
     }
 
     /// Closes the pool, waiting for checked-out connections to return.

@@ -10,6 +10,7 @@ use kaa_protocol::esp::ExtensionData;
 use rmqtt_codec::types::QoS;
 
 use super::{Gateway, Pending, SessionId};
+use crate::metrics::ReplyKind;
 
 impl Gateway {
     /// Routes one ExtensionData (an answer or a push) to the session(s) it belongs to.
@@ -17,13 +18,19 @@ impl Gateway {
         let pending = self.state().pending.remove(&data.correlation_id);
         match pending {
             Some(p) => {
+                p.extension.answered(p.started);
                 // Without a request id the device asked for no answer: only errors and replies that
                 // carry data (e.g. BCX's `token`, awaited by the official client) are delivered.
                 let success = (200..300).contains(&data.status_code);
                 let has_payload = data.payload.as_ref().is_some_and(|p| !p.is_empty());
                 if p.has_request_id || !success || has_payload {
                     let (suffix, payload) = reply_body(data);
-                    self.send(p.session, format!("{}/{suffix}", p.topic), payload, p.qos);
+                    if self.send(p.session, format!("{}/{suffix}", p.topic), payload, p.qos) {
+                        p.extension.replied(match suffix {
+                            "status" => ReplyKind::Status,
+                            _ => ReplyKind::Error,
+                        });
+                    }
                 }
             }
             None => self.push(data),
@@ -68,9 +75,12 @@ impl Gateway {
         let request_id = data.request_id.map(|r| format!("/{r}")).unwrap_or_default();
         let resource_path = data.resource_path.clone();
         let (suffix, payload) = reply_body(data);
+        let metrics = self.metrics.extension(&extension);
         for (session, token, app_version) in targets {
             let topic = format!("kp1/{app_version}/{extension}/{token}{resource_path}{request_id}/{suffix}");
-            self.send(session, topic, payload.clone(), QoS::AtMostOnce);
+            if self.send(session, topic, payload.clone(), QoS::AtMostOnce) {
+                metrics.replied(ReplyKind::Push);
+            }
         }
     }
 
@@ -86,14 +96,20 @@ impl Gateway {
                 .collect();
             keys.iter().filter_map(|k| state.pending.remove(k)).collect()
         };
-        for p in expired.into_iter().filter(|p| p.has_request_id) {
+        for p in expired {
+            self.metrics.timed_out();
+            if !p.has_request_id {
+                continue;
+            }
             let error = KpError::new(504, "the extension did not answer in time");
-            self.send(
+            if self.send(
                 p.session,
                 format!("{}/error", p.topic),
                 Bytes::from(error.to_json()),
                 p.qos,
-            );
+            ) {
+                p.extension.replied(ReplyKind::Error);
+            }
         }
     }
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kaa_blueprint::config::ClientAuthMode;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
 use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::CancellationToken;
@@ -25,6 +26,8 @@ use crate::tls::{TlsFiles, certificate_identity};
 pub(crate) struct Listener {
     /// For logs: `mqtt` or `mqtts`.
     pub name: &'static str,
+    /// Its open sessions (`kaa_kpc_connections{transport=name}`).
+    pub connections: Gauge,
     pub gateway: Arc<Gateway>,
     pub auth: ClientAuthMode,
     /// Present on the TLS listener.

@@ -23,6 +23,7 @@ use super::Listener;
 use super::wire::{Incoming, Refusal, Wire};
 use crate::auth::{AuthError, CertificateIdentity, Presented};
 use crate::gateway::{Gateway, Outbound, SessionId};
+use crate::metrics::{AuthFailure, Connected};
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SessionError {
@@ -108,12 +109,13 @@ where
         Ok(client) => client,
         Err(why) => {
             tracing::debug!(%peer, listener = listener.name, reason = %why, "CONNECT refused");
-            let refusal = match why {
-                AuthError::BadCredentials => Refusal::BadCredentials,
-                AuthError::NotAuthorized => Refusal::NotAuthorized,
-                AuthError::Unavailable => Refusal::ServerUnavailable,
-                AuthError::RateLimited => Refusal::RateLimited,
+            let (refusal, failure) = match why {
+                AuthError::BadCredentials => (Refusal::BadCredentials, AuthFailure::BadCredentials),
+                AuthError::NotAuthorized => (Refusal::NotAuthorized, AuthFailure::NotAuthorized),
+                AuthError::Unavailable => (Refusal::ServerUnavailable, AuthFailure::ProviderUnavailable),
+                AuthError::RateLimited => (Refusal::RateLimited, AuthFailure::RateLimited),
             };
+            gateway.metrics().auth_failure(failure);
             conn.send(wire.refuse(refusal)).await?;
             return Err(SessionError::Refused(why));
         }
@@ -128,9 +130,12 @@ where
         );
     }
     let Some(handle) = gateway.open_session(client) else {
+        gateway.metrics().auth_failure(AuthFailure::Revoked);
         conn.send(wire.refuse(Refusal::NotAuthorized)).await?;
         return Err(SessionError::Revoked);
     };
+    // Counted until the session is closed below (or this task ends some other way).
+    let connected = Connected::new(&listener.connections);
 
     // The client id is only informative: endpoint state is keyed by session, never by client id
     // (the official Kaa client sends empty or shared ids).
@@ -155,6 +160,7 @@ where
         Err(e) => Err(e.into()),
     };
     gateway.close_session(id).await;
+    drop(connected);
     result
 }
 
