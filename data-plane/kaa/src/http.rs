@@ -2,7 +2,8 @@
 //! process, and the admin authentication in front of all of them.
 //!
 //! Every request needs `Authorization: Bearer <admin token>` except the routes in
-//! [`OPEN_ROUTES`] (probes and scrapers carry no token). The check is one middleware over the
+//! [`OPEN_ROUTES`] (probes and scrapers carry no token) and [`OPEN_PREFIXES`] (devices, which
+//! authenticate with their endpoint token). The check is one middleware over the
 //! whole app, so a REST route added later is protected without anyone remembering to.
 //! The token and the `Authorization` header are never logged.
 
@@ -30,6 +31,10 @@ use tokio_util::sync::CancellationToken;
 /// Routes served without the admin token: Kubernetes probes and (issue 4) metrics scrapers.
 /// Matched on the exact method and raw path, the same string the router matches.
 pub const OPEN_ROUTES: &[(Method, &str)] = &[(Method::GET, "/health"), (Method::GET, "/metrics")];
+
+/// Path prefixes served without the admin token, for one method: 1/KP over HTTP, where a device
+/// presents its endpoint token in the path (and the gateway checks it).
+pub const OPEN_PREFIXES: &[(Method, &str)] = &[(Method::POST, crate::kp_http::PREFIX)];
 
 /// The admin API's bearer token. Only its SHA-256 digest is kept: comparing fixed-size digests in
 /// constant time reveals neither the token's bytes nor its length through timing.
@@ -115,6 +120,9 @@ impl IntoResponse for Refusal {
 
 fn is_open(method: &Method, path: &str) -> bool {
     OPEN_ROUTES.iter().any(|(m, p)| m == method && *p == path)
+        || OPEN_PREFIXES
+            .iter()
+            .any(|(m, p)| m == method && path.starts_with(p))
 }
 
 fn check(expected: Option<&AdminToken>, headers: &HeaderMap) -> Result<(), Refusal> {
@@ -245,6 +253,8 @@ pub async fn serve(
         .map_err(|e| anyhow::anyhow!("cannot listen for HTTP on {addr}: {e}"))?;
     let local = listener.local_addr()?;
     let task = tokio::spawn(async move {
+        // The peer address feeds the gateway's failed-authentication rate limit (1/KP over HTTP).
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await;

@@ -6,6 +6,7 @@
 //! - `kaa render BLUEPRINT --out DIR`: the per-instance config files `kaa run` takes.
 
 mod http;
+mod kp_http;
 mod render;
 mod run;
 mod services;

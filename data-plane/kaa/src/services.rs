@@ -116,6 +116,10 @@ impl Platform {
                 ServiceConfig::Kpc(c) => {
                     let replica = format!("{instance}-{}", ctx.replica);
                     let kpc = Kpc::start(c, ctx.bus.clone(), replica, &ctx.metrics).await?;
+                    // 1/KP over HTTP, on this process's HTTP listener.
+                    platform.router = platform
+                        .router
+                        .merge(crate::kp_http::router(kpc.gateway().clone()));
                     platform.kpc = Some(kpc);
                 }
             }

@@ -23,7 +23,10 @@
 //! revocations.
 
 mod replies;
+mod request;
 mod revocation;
+
+pub use request::{Answer, BasicCredentials};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -108,6 +111,9 @@ struct Session {
     /// The authenticated client, if the listener authenticates.
     client: Option<ClientIdentity>,
     revoked: CancellationToken,
+    /// Whether extension pushes reach this session: not for a one-request HTTP session, whose
+    /// channel must carry nothing but its answer.
+    pushes: bool,
 }
 
 #[derive(Debug)]
@@ -116,6 +122,7 @@ struct Pending {
     qos: QoS,
     /// The request topic (request id included): replies go to `{topic}/status` or `{topic}/error`.
     topic: String,
+    /// Whether a success is delivered: the request has a request id, or (HTTP) always.
     has_request_id: bool,
     deadline: Instant,
     /// When the client's PUBLISH arrived, for the request duration histogram.
@@ -180,6 +187,10 @@ impl Gateway {
     /// Registers a new client session. `None` if the client's credential was revoked while it
     /// was being authenticated.
     pub fn open_session(&self, client: Option<ClientIdentity>) -> Option<SessionHandle> {
+        self.open(client, true)
+    }
+
+    fn open(&self, client: Option<ClientIdentity>, pushes: bool) -> Option<SessionHandle> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
         let revoked = CancellationToken::new();
@@ -189,6 +200,7 @@ impl Gateway {
             endpoint_tokens: HashMap::new(),
             client,
             revoked: revoked.clone(),
+            pushes,
         };
         // Checked under the session lock that `revoke_credential` records under, so a revocation
         // either finds this session or is found here.
@@ -232,36 +244,64 @@ impl Gateway {
 
     /// Handles one PUBLISH from a client. Errors are answered on `{topic}/error`.
     pub async fn handle_publish(&self, session: SessionId, topic: &str, payload: Bytes, qos: QoS) {
-        let started = Instant::now();
-        let mut extension = None;
-        let forwarded = self
-            .forward(session, topic, payload, qos, started, &mut extension)
-            .await;
-        let extension = extension.unwrap_or_else(|| self.metrics.unrouted().clone());
-        if let Err(error) = forwarded {
-            extension.rejected(error.status_code);
-            tracing::debug!(
+        if let Err((error, extension)) = self.submit(session, topic, payload, qos, false).await
+            && can_answer(topic)
+            && self.send(
                 session,
-                topic = loggable(topic),
-                code = error.status_code,
-                reason = %error.reason_phrase,
-                "refused"
-            );
-            if can_answer(topic)
-                && self.send(
-                    session,
-                    format!("{topic}/error"),
-                    Bytes::from(error.to_json()),
-                    qos,
-                )
-            {
-                extension.replied(ReplyKind::Error);
-            }
-        } else {
-            extension.forwarded();
+                format!("{topic}/error"),
+                Bytes::from(error.to_json()),
+                qos,
+            )
+        {
+            extension.replied(ReplyKind::Error);
         }
     }
 
+    /// Forwards one request and counts the outcome; a refusal comes back with the counters it
+    /// belongs to, for the transport to deliver. `always_answer`: deliver a success even without
+    /// a request id (HTTP, where every request gets a response).
+    async fn submit(
+        &self,
+        session: SessionId,
+        topic: &str,
+        payload: Bytes,
+        qos: QoS,
+        always_answer: bool,
+    ) -> Result<(), (KpError, Arc<ExtensionMetrics>)> {
+        let started = Instant::now();
+        let mut extension = None;
+        let forwarded = self
+            .forward(
+                session,
+                topic,
+                payload,
+                qos,
+                started,
+                always_answer,
+                &mut extension,
+            )
+            .await;
+        let extension = extension.unwrap_or_else(|| self.metrics.unrouted().clone());
+        match forwarded {
+            Ok(()) => {
+                extension.forwarded();
+                Ok(())
+            }
+            Err(error) => {
+                extension.rejected(error.status_code);
+                tracing::debug!(
+                    session,
+                    topic = loggable(topic),
+                    code = error.status_code,
+                    reason = %error.reason_phrase,
+                    "refused"
+                );
+                Err((error, extension))
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)] // one request's parts, passed straight through
     async fn forward(
         &self,
         session: SessionId,
@@ -269,6 +309,7 @@ impl Gateway {
         payload: Bytes,
         qos: QoS,
         started: Instant,
+        always_answer: bool,
         // Set once the extension is known to be routed: whose counters the outcome goes to.
         extension: &mut Option<Arc<ExtensionMetrics>>,
     ) -> Result<(), KpError> {
@@ -328,7 +369,7 @@ impl Gateway {
             session,
             qos,
             topic: topic.to_owned(),
-            has_request_id: request.request_id.is_some(),
+            has_request_id: request.request_id.is_some() || always_answer,
             deadline: Instant::now() + Duration::from_millis(self.config.limits.request_timeout_ms),
             started,
             extension: metrics,

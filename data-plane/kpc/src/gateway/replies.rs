@@ -58,7 +58,7 @@ impl Gateway {
             sessions
                 .iter()
                 .filter_map(|id| {
-                    let session = state.sessions.get(id)?;
+                    let session = state.sessions.get(id).filter(|s| s.pushes)?;
                     let token = session.endpoint_tokens.get(&endpoint_id)?;
                     let app_version = data
                         .app_version_name

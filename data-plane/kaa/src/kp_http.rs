@@ -1,0 +1,187 @@
+//! 1/KP over HTTP: `POST /kp1/{appVersion}/{extension}/{token}/{path}` with the device payload
+//! as the body, answered synchronously.
+//!
+//! This module owns only the HTTP mapping; the 1/KP logic is the gateway's
+//! ([`Gateway::request`]): the URL path (percent-decoded) is the request topic, the answer's
+//! `/status` payload becomes a 200 body and an `/error` becomes its status code with the 1/KP
+//! error JSON. No request id is needed; a path whose last level is a number is read as one, as
+//! over MQTT. Devices authenticate with their endpoint token (and, where the gateway's plain MQTT
+//! listener authenticates clients, HTTP Basic), never with the admin token.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use base64::Engine as _;
+use futures_util::StreamExt as _;
+use kaa_kpc::gateway::{Answer, BasicCredentials, Gateway};
+use kaa_protocol::error::KpError;
+
+/// The path prefix of 1/KP requests; open to devices (see `http::OPEN_PREFIXES`).
+pub const PREFIX: &str = "/kp1/";
+
+/// The 1/KP routes of `gateway`.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    let limit = gateway.config().limits.max_payload_bytes;
+    Router::new()
+        .route("/kp1/{*path}", post(handle))
+        // The handler reads at most `limit + 1` bytes itself; this keeps any extractor added
+        // later from buffering more.
+        .layer(DefaultBodyLimit::max(limit.saturating_add(1)))
+        .with_state(gateway)
+}
+
+async fn handle(State(gateway): State<Arc<Gateway>>, Path(path): Path<String>, request: Request) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    let (parts, body) = request.into_parts();
+    let basic = match basic_credentials(&parts.headers) {
+        Ok(basic) => basic,
+        Err(error) => return error_response(&error),
+    };
+    let limit = gateway.config().limits.max_payload_bytes;
+    let payload = match read_limited(body, &parts.headers, limit).await {
+        Ok(payload) => payload,
+        Err(error) => return error_response(&error),
+    };
+    let credentials = basic
+        .as_ref()
+        .map(|(username, password)| BasicCredentials { username, password });
+    let topic = format!("kp1/{path}");
+    match gateway.request(peer, credentials, &topic, payload).await {
+        Answer::Status(payload) => {
+            let content_type = if serde_json::from_slice::<serde::de::IgnoredAny>(&payload).is_ok() {
+                "application/json"
+            } else {
+                "application/octet-stream"
+            };
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+                payload,
+            )
+                .into_response()
+        }
+        Answer::Error(error) => error_response(&error),
+    }
+}
+
+/// Reads the body, refusing with 413 as soon as it exceeds `limit`: a huge body is never held.
+async fn read_limited(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, KpError> {
+    let too_large = |size: &dyn std::fmt::Display| {
+        KpError::new(
+            413,
+            format!("payload of {size} bytes exceeds the limit of {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(declared) = declared
+        && declared > limit as u64
+    {
+        return Err(too_large(&declared));
+    }
+    let mut stream = body.into_data_stream();
+    let mut payload = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| KpError::new(400, format!("cannot read the request body: {e}")))?;
+        if payload.len() + chunk.len() > limit {
+            return Err(too_large(&format!("more than {limit}")));
+        }
+        payload.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(payload))
+}
+
+/// `Authorization: Basic ...` as (username, password); `None` without one (other schemes are
+/// not for this API and are ignored).
+fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, Vec<u8>)>, KpError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let malformed = || {
+        KpError::new(
+            401,
+            "the Authorization header must be `Basic base64(username:password)`",
+        )
+    };
+    let Some((scheme, encoded)) = value.as_bytes().split_at_checked(6) else {
+        return Ok(None);
+    };
+    if !scheme.eq_ignore_ascii_case(b"basic ") {
+        return Ok(None);
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim_ascii())
+        .map_err(|_| malformed())?;
+    let colon = decoded.iter().position(|b| *b == b':').ok_or_else(malformed)?;
+    let username = std::str::from_utf8(&decoded[..colon]).map_err(|_| malformed())?;
+    Ok(Some((username.to_owned(), decoded[colon + 1..].to_vec())))
+}
+
+fn error_response(error: &KpError) -> Response {
+    let status = StatusCode::from_u16(error.status_code)
+        .ok()
+        .filter(|s| s.is_client_error() || s.is_server_error())
+        .unwrap_or(StatusCode::BAD_GATEWAY);
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        error.to_json(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn auth(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn basic_credentials_are_decoded_and_other_schemes_ignored() {
+        // "meter:pa:ss" — the password may hold colons.
+        let got = basic_credentials(&auth("Basic bWV0ZXI6cGE6c3M=")).unwrap();
+        assert_eq!(got, Some(("meter".to_owned(), b"pa:ss".to_vec())));
+        assert_eq!(basic_credentials(&HeaderMap::new()).unwrap(), None);
+        assert_eq!(basic_credentials(&auth("Bearer x")).unwrap(), None);
+        assert_eq!(
+            basic_credentials(&auth("Basic !!!")).unwrap_err().status_code,
+            401
+        );
+        // "nocolon"
+        assert_eq!(
+            basic_credentials(&auth("Basic bm9jb2xvbg=="))
+                .unwrap_err()
+                .status_code,
+            401
+        );
+    }
+
+    #[tokio::test]
+    async fn bodies_over_the_limit_are_refused_without_reading_them_whole() {
+        let got = read_limited(Body::from(vec![0u8; 11]), &HeaderMap::new(), 10).await;
+        assert_eq!(got.unwrap_err().status_code, 413);
+        let got = read_limited(Body::from(vec![0u8; 10]), &HeaderMap::new(), 10).await;
+        assert_eq!(got.unwrap().len(), 10);
+        let mut declared = HeaderMap::new();
+        declared.insert(header::CONTENT_LENGTH, HeaderValue::from_static("1048576"));
+        let got = read_limited(Body::empty(), &declared, 10).await;
+        assert_eq!(got.unwrap_err().status_code, 413);
+    }
+}
