@@ -516,8 +516,11 @@ mod never_panics {
             let pos = pos % bytes.len();
             bytes[pos] = byte;
             if let Ok(cd) = ClientData::from_avro(&bytes) {
-                // Whatever decodes re-encodes to the same bytes (the format is canonical here).
-                prop_assert_eq!(cd.to_avro(), bytes);
+                // Whatever decodes survives a round trip. Not byte for byte: Avro varints have
+                // overlong forms (`0x80 0x00` is 0) that decoders accept and encoders never write.
+                let again = cd.to_avro();
+                prop_assert!(again.len() <= bytes.len());
+                prop_assert_eq!(ClientData::from_avro(&again).unwrap(), cd);
             }
         }
 
