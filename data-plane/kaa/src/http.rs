@@ -296,6 +296,11 @@ mod tests {
         )
     }
 
+    /// `GET /epr/api/v1/endpoints` on an app guarded by `TOKEN`, with the given header.
+    async fn list_endpoints(auth: Option<&str>) -> (StatusCode, HeaderMap, Vec<u8>) {
+        call(test_app(Some(TOKEN)), Method::GET, "/epr/api/v1/endpoints", auth).await
+    }
+
     async fn call(
         app: Router,
         method: Method,
@@ -329,13 +334,7 @@ mod tests {
     #[tokio::test]
     async fn the_right_token_passes_on_every_method() {
         let auth = format!("Bearer {TOKEN}");
-        let got = call(
-            test_app(Some(TOKEN)),
-            Method::GET,
-            "/epr/api/v1/endpoints",
-            Some(&auth),
-        )
-        .await;
+        let got = list_endpoints(Some(&auth)).await;
         assert_eq!((got.0, got.2.as_slice()), (StatusCode::OK, b"listed".as_slice()));
         let got = call(
             test_app(Some(TOKEN)),
@@ -358,20 +357,14 @@ mod tests {
     #[tokio::test]
     async fn the_scheme_is_case_insensitive_and_spaces_around_the_token_are_ignored() {
         for auth in [format!("bearer {TOKEN}"), format!("BEARER   {TOKEN} ")] {
-            let got = call(
-                test_app(Some(TOKEN)),
-                Method::GET,
-                "/epr/api/v1/endpoints",
-                Some(&auth),
-            )
-            .await;
+            let got = list_endpoints(Some(&auth)).await;
             assert_eq!(got.0, StatusCode::OK, "{auth}");
         }
     }
 
     #[tokio::test]
     async fn a_missing_header_is_refused_with_a_bearer_challenge() {
-        let got = call(test_app(Some(TOKEN)), Method::GET, "/epr/api/v1/endpoints", None).await;
+        let got = list_endpoints(None).await;
         assert_unauthorized(got, "Bearer");
         let got = call(test_app(Some(TOKEN)), Method::POST, "/epr/api/v1/endpoints", None).await;
         assert_unauthorized(got, "Bearer");
@@ -386,13 +379,7 @@ mod tests {
             "Bearer x".to_owned(),
         ];
         for auth in wrong {
-            let got = call(
-                test_app(Some(TOKEN)),
-                Method::GET,
-                "/epr/api/v1/endpoints",
-                Some(&auth),
-            )
-            .await;
+            let got = list_endpoints(Some(&auth)).await;
             assert_unauthorized(got, r#"Bearer error="invalid_token""#);
         }
     }
@@ -407,13 +394,7 @@ mod tests {
             "Bearer ".to_owned(),
             String::new(),
         ] {
-            let got = call(
-                test_app(Some(TOKEN)),
-                Method::GET,
-                "/epr/api/v1/endpoints",
-                Some(&auth),
-            )
-            .await;
+            let got = list_endpoints(Some(&auth)).await;
             assert_eq!(got.0, StatusCode::UNAUTHORIZED, "{auth:?}");
         }
     }

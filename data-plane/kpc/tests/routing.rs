@@ -3,11 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::time::Duration;
 
 use bytes::Bytes;
-use kaa_blueprint::config::{AppVersionRoute, ClientAuthMode, KpcConfig, KpcLimits, MqttSettings};
+use kaa_blueprint::config::ClientAuthMode;
 use kaa_bus::Bus;
 use kaa_bus::metrics::Metrics;
 use kaa_kpc::Kpc;
@@ -25,26 +26,8 @@ async fn gateway(bus: &Bus) -> Kpc {
 }
 
 async fn gateway_with_metrics(bus: &Bus, metrics: &Metrics) -> Kpc {
-    let config = KpcConfig {
-        instance: "kpc".into(),
-        token_provider: "cm".into(),
-        app_versions: BTreeMap::from([(
-            "av1".to_owned(),
-            AppVersionRoute {
-                application: "app".into(),
-                extensions: vec!["ext".into()],
-            },
-        )]),
-        mqtt: MqttSettings {
-            listen: "127.0.0.1:0".into(),
-            auth: ClientAuthMode::None,
-        },
-        mqtts: None,
-        limits: KpcLimits {
-            request_timeout_ms: REQUEST_TIMEOUT_MS,
-            ..KpcLimits::default()
-        },
-    };
+    let mut config = common::config(ClientAuthMode::None);
+    config.limits.request_timeout_ms = REQUEST_TIMEOUT_MS;
     Kpc::start(config, bus.clone(), "kpc-test".into(), metrics)
         .await
         .unwrap()
