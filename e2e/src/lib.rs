@@ -79,6 +79,11 @@ impl Process {
         }
     }
 
+    /// The name it was started with (its log file's name).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -186,6 +186,9 @@ pub struct KpcLimits {
     /// How long a validated endpoint token is reused across sessions before it is validated
     /// again (revocation events drop it at once).
     pub token_cache_ttl_ms: u64,
+    /// On shutdown, how long requests in flight may take to be answered before the remaining
+    /// connections are closed anyway (keep it below the pod's termination grace period).
+    pub drain_timeout_ms: u64,
 }
 
 impl Default for KpcLimits {
@@ -199,6 +202,7 @@ impl Default for KpcLimits {
             auth_timeout_ms: 3_000,
             failed_connects_per_minute: 30,
             token_cache_ttl_ms: 60_000,
+            drain_timeout_ms: 10_000,
         }
     }
 }

@@ -18,18 +18,25 @@
 //! Logs name token ids, endpoint ids and credential ids, never token values: a topic is logged
 //! only up to its extension level.
 //!
+//! Only sessions that can receive pushes (MQTT connections) announce their endpoints with 9/ELCE
+//! events: a one-request HTTP session is not a connection, and announcing it would flap the
+//! endpoint's connectivity (and, on other replicas, end the device's MQTT sessions as roamed).
+//!
 //! This file holds the sessions and the request path (steps 1 to 3); `replies` routes
 //! ExtensionData back and expires unanswered requests (step 4); `revocation` applies 16/ECAP
-//! revocations.
+//! revocations; `roaming` drops endpoints that reconnected through another replica; `drain`
+//! winds the replica down for a graceful shutdown.
 
+mod drain;
 mod replies;
 mod request;
 mod revocation;
+mod roaming;
 
 pub use request::{Answer, BasicCredentials};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -74,6 +81,8 @@ pub struct SessionHandle {
     pub outbound: mpsc::Receiver<Outbound>,
     /// Cancelled when the session must end now: its credential or its only endpoint was revoked.
     pub revoked: CancellationToken,
+    /// Cancelled when every endpoint of the session reconnected through another replica.
+    pub taken_over: CancellationToken,
 }
 
 /// Shared state of one KPC replica.
@@ -91,6 +100,8 @@ pub struct Gateway {
     /// Credentials revoked lately: a CONNECT whose answer was in flight across the revocation
     /// must not open a session after the event was applied (see `revocation`).
     recently_revoked: Mutex<VecDeque<(Instant, String)>>,
+    /// Set when the replica winds down: new requests are refused (see `drain`).
+    draining: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -108,9 +119,13 @@ struct Session {
     /// Endpoint tokens this session identified, and the reverse map used to address pushes.
     tokens: HashMap<String, Identified>,
     endpoint_tokens: HashMap<String, String>,
+    /// When this replica announced each endpoint connected (9/ELCE timestamp, ms): a `connected`
+    /// from another replica only takes the endpoint away if it is newer (see `roaming`).
+    announced: HashMap<String, i64>,
     /// The authenticated client, if the listener authenticates.
     client: Option<ClientIdentity>,
     revoked: CancellationToken,
+    taken_over: CancellationToken,
     /// Whether extension pushes reach this session: not for a one-request HTTP session, whose
     /// channel must carry nothing but its answer.
     pushes: bool,
@@ -158,6 +173,7 @@ impl Gateway {
             next_id: AtomicU64::new(1),
             state: Mutex::default(),
             recently_revoked: Mutex::default(),
+            draining: AtomicBool::new(false),
         })
     }
 
@@ -193,13 +209,15 @@ impl Gateway {
     fn open(&self, client: Option<ClientIdentity>, pushes: bool) -> Option<SessionHandle> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
-        let revoked = CancellationToken::new();
+        let (revoked, taken_over) = (CancellationToken::new(), CancellationToken::new());
         let session = Session {
             tx,
             tokens: HashMap::new(),
             endpoint_tokens: HashMap::new(),
+            announced: HashMap::new(),
             client,
             revoked: revoked.clone(),
+            taken_over: taken_over.clone(),
             pushes,
         };
         // Checked under the session lock that `revoke_credential` records under, so a revocation
@@ -215,6 +233,7 @@ impl Gateway {
             id,
             outbound: rx,
             revoked,
+            taken_over,
         })
     }
 
@@ -225,17 +244,15 @@ impl Gateway {
             let Some(session) = state.sessions.remove(&id) else {
                 return;
             };
-            for endpoint_id in session.endpoint_tokens.keys() {
-                if let Some(sessions) = state.endpoints.get_mut(endpoint_id) {
-                    sessions.retain(|s| *s != id);
-                    if sessions.is_empty() {
-                        state.endpoints.remove(endpoint_id);
-                    }
-                }
+            for endpoint_id in session.announced.keys() {
+                unlist(&mut state.endpoints, endpoint_id, id);
             }
+            // Only what this session announced: an endpoint that roamed away is not ours to
+            // declare disconnected.
             session
                 .tokens
                 .into_values()
+                .filter(|i| session.announced.contains_key(&i.endpoint_id))
                 .map(|i| (i.endpoint_id, i.app_version))
                 .collect()
         };
@@ -313,6 +330,12 @@ impl Gateway {
         // Set once the extension is known to be routed: whose counters the outcome goes to.
         extension: &mut Option<Arc<ExtensionMetrics>>,
     ) -> Result<(), KpError> {
+        if self.is_draining() {
+            return Err(KpError::new(
+                503,
+                "the gateway is shutting down; reconnect to carry on",
+            ));
+        }
         let request = RequestTopic::parse(topic).map_err(|e| KpError::new(400, e.to_string()))?;
         let route = self.config.app_versions.get(request.app_version).ok_or_else(|| {
             KpError::new(
@@ -457,20 +480,22 @@ impl Gateway {
                 .endpoint_tokens
                 .insert(identified.endpoint_id.clone(), token.to_owned())
                 .is_none();
-            if new {
+            let announce = (new && s.pushes).then(now_millis);
+            if let Some(at) = announce {
+                s.announced.insert(identified.endpoint_id.clone(), at);
                 state
                     .endpoints
                     .entry(identified.endpoint_id.clone())
                     .or_default()
                     .push(session);
             }
-            new
+            announce
         };
-        if newly_connected {
+        if let Some(timestamp) = newly_connected {
             let endpoints = [(identified.endpoint_id.clone(), identified.app_version.clone())].into();
             let event = ConnectedEvent {
                 correlation_id: format!("{}-c{session}", self.replica_id),
-                timestamp: now_millis(),
+                timestamp,
                 timeout: 0,
                 endpoints,
                 originator_replica_id: self.replica_id.clone(),
@@ -526,6 +551,16 @@ impl Gateway {
             }
             // The session is ending: nobody to deliver to, nothing dropped on a live client.
             Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// Removes `session` from the sessions acting for `endpoint_id`.
+fn unlist(endpoints: &mut HashMap<String, Vec<SessionId>>, endpoint_id: &str, session: SessionId) {
+    if let Some(sessions) = endpoints.get_mut(endpoint_id) {
+        sessions.retain(|s| *s != session);
+        if sessions.is_empty() {
+            endpoints.remove(endpoint_id);
         }
     }
 }

@@ -32,6 +32,7 @@ use kaa_bus::metrics::Metrics;
 use kaa_bus::{Bus, BusError, Subscription};
 use kaa_protocol::avro::AvroRecord;
 use kaa_protocol::ecap::{ClientCredentialRevokedEvent, EndpointTokenRevokedEvent};
+use kaa_protocol::elce::ConnectedEvent;
 use kaa_protocol::esp::ExtensionData;
 use kaa_protocol::subject;
 use tokio::net::TcpListener;
@@ -58,7 +59,10 @@ pub struct Kpc {
     gateway: Arc<Gateway>,
     mqtt_addr: SocketAddr,
     mqtts_addr: Option<SocketAddr>,
+    /// Cancelled first: stop accepting, drain the sessions.
     shutdown: CancellationToken,
+    /// Cancelled when the drain is over (or timed out): end every session now, stop routing.
+    stop_now: CancellationToken,
     tasks: TaskTracker,
     sessions: TaskTracker,
 }
@@ -94,18 +98,28 @@ impl Kpc {
         let credential_revocations = bus
             .subscribe(&subject::ecap_credential_revoked(provider), None)
             .await?;
+        // The other replicas' announcements: endpoints that roamed away from this one.
+        let connected_elsewhere = bus
+            .subscribe(&subject::elce_connected(&config.instance), None)
+            .await?;
 
-        let shutdown = CancellationToken::new();
+        let (shutdown, stop_now) = (CancellationToken::new(), CancellationToken::new());
         let tasks = TaskTracker::new();
         let sessions = TaskTracker::new();
-        tasks.spawn(route_replies(gateway.clone(), replies, shutdown.clone()));
+        // Routing runs until the sessions are gone: answers must reach draining sessions.
+        tasks.spawn(route_replies(gateway.clone(), replies, stop_now.clone()));
         tasks.spawn(apply_revocations(
             gateway.clone(),
             token_revocations,
             credential_revocations,
-            shutdown.clone(),
+            stop_now.clone(),
         ));
-        let (g, stop) = (gateway.clone(), shutdown.clone());
+        tasks.spawn(follow_roaming(
+            gateway.clone(),
+            connected_elsewhere,
+            stop_now.clone(),
+        ));
+        let (g, stop) = (gateway.clone(), stop_now.clone());
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(250));
             loop {
@@ -124,6 +138,7 @@ impl Kpc {
             auth: config.mqtt.auth,
             tls: None,
             shutdown: shutdown.clone(),
+            stop_now: stop_now.clone(),
         };
         tasks.spawn(mqtt::accept_loop(
             mqtt_listener,
@@ -143,6 +158,7 @@ impl Kpc {
                 auth,
                 tls: Some(tls),
                 shutdown: shutdown.clone(),
+                stop_now: stop_now.clone(),
             };
             tasks.spawn(mqtt::accept_loop(socket, Arc::new(secure), sessions.clone()));
             tracing::info!(mqtts_addr = %addr, auth = ?auth, client_certs = ?client_certs, "KPC listening for MQTT over TLS");
@@ -153,6 +169,7 @@ impl Kpc {
             mqtt_addr,
             mqtts_addr,
             shutdown,
+            stop_now,
             tasks,
             sessions,
         })
@@ -171,16 +188,38 @@ impl Kpc {
         &self.gateway
     }
 
-    /// Stops accepting, ends every session (MQTT 5 clients are told why) and announces their
-    /// endpoints as disconnected, then stops routing.
+    /// Drains the replica: stops accepting, refuses new requests with 503, lets the requests in
+    /// flight be answered (up to `limits.drainTimeoutMs`) while each MQTT session ends once it
+    /// has nothing in flight (MQTT 5 clients are told the server is shutting down), announces
+    /// the sessions' endpoints as disconnected, then stops routing.
     pub async fn shutdown(self) {
+        self.gateway.begin_drain();
         self.shutdown.cancel();
         self.sessions.close();
+        let drain = Duration::from_millis(self.gateway.config().limits.drain_timeout_ms);
+        let drained = tokio::time::timeout(drain, async {
+            self.sessions.wait().await;
+            // One-request (HTTP) sessions are not tracked here: wait for their answers too.
+            while self.gateway.any_pending() {
+                tokio::time::sleep(DRAIN_POLL).await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                sessions = self.sessions.len(),
+                "drain timeout: ending the remaining sessions with requests still in flight"
+            );
+        }
+        self.stop_now.cancel();
         self.sessions.wait().await;
         self.tasks.close();
         self.tasks.wait().await;
     }
 }
+
+/// How often a drain checks for requests still in flight.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
 
 async fn bind(addr: &str) -> Result<(TcpListener, SocketAddr), KpcError> {
     let listener = TcpListener::bind(addr).await.map_err(|source| KpcError::Listen {
@@ -222,6 +261,22 @@ async fn route_replies(gateway: Arc<Gateway>, mut replies: Subscription, stop: C
         match ExtensionData::from_avro(&msg.payload) {
             Ok(data) => gateway.handle_extension_data(data),
             Err(e) => tracing::warn!(error = %e, "dropping a malformed ExtensionData"),
+        }
+    }
+}
+
+/// Applies the other replicas' 9/ELCE `connected` events (see `gateway::roaming`).
+async fn follow_roaming(gateway: Arc<Gateway>, mut events: Subscription, stop: CancellationToken) {
+    loop {
+        let msg = tokio::select! {
+            _ = stop.cancelled() => return,
+            msg = events.next() => match msg { Some(m) => m, None => return },
+        };
+        match ConnectedEvent::from_avro(&msg.payload) {
+            Ok(event) => {
+                gateway.endpoints_connected_elsewhere(&event);
+            }
+            Err(e) => tracing::warn!(error = %e, "dropping a malformed ConnectedEvent"),
         }
     }
 }

@@ -8,7 +8,8 @@
 //! - [`kube_api`]: [`FakeApiServer`], a stateful fake Kubernetes API server (list, watch, get,
 //!   create, replace, merge patch, delete of any kind) and a `kube::Client` pointing at it.
 //! - [`Device`]: an MQTT 3.1.1 client (rumqttc, TCP_NODELAY, optional username and password) that
-//!   never subscribes, like the official Kaa client, and collects whatever the gateway sends it.
+//!   never subscribes, like the official Kaa client, and collects whatever the gateway sends it;
+//!   [`Device5`] the same over MQTT 5, reporting the reason of a server DISCONNECT.
 //!
 //! Being test code, this crate panics with a clear message instead of returning errors: a test that
 //! cannot start its fixtures has nothing better to do.
@@ -33,7 +34,10 @@ use tokio::{
     time::Instant,
 };
 
+mod device5;
 pub mod kube_api;
+
+pub use device5::{Device5, Ended};
 
 /// Environment variable naming the `nats-server` binary; falls back to `nats-server` on `PATH`.
 pub const NATS_SERVER_ENV: &str = "NATS_SERVER";
@@ -390,21 +394,8 @@ impl Device {
     /// Publishes a request and returns the first message on `{topic}/status` or `{topic}/error`.
     pub async fn request(&mut self, topic: &str, payload: impl Into<Vec<u8>>) -> (String, Value) {
         self.publish(topic, payload, QoS::AtLeastOnce).await;
-        let (reply_topic, payload) = self
-            .next_message(DEADLINE)
-            .await
-            .unwrap_or_else(|| panic!("no reply to {topic} within {DEADLINE:?}"));
-        assert!(
-            reply_topic.starts_with(topic),
-            "reply on {reply_topic}, expected under {topic}"
-        );
-        let suffix = reply_topic[topic.len()..].to_owned();
-        let body = if payload.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&payload).expect("the reply payload is JSON")
-        };
-        (suffix, body)
+        let message = self.next_message(DEADLINE).await;
+        reply(topic, message)
     }
 
     /// Waits until the gateway closes the connection; returns the client's error text.
@@ -414,4 +405,21 @@ impl Device {
             .ok()
             .flatten()
     }
+}
+
+/// The reply to a request on `topic`: its suffix (`/status` or `/error`) and JSON body (`null`
+/// if empty). Panics if there was none or it belongs to another topic.
+fn reply(topic: &str, message: Option<(String, Bytes)>) -> (String, Value) {
+    let (reply_topic, payload) = message.unwrap_or_else(|| panic!("no reply to {topic} within {DEADLINE:?}"));
+    assert!(
+        reply_topic.starts_with(topic),
+        "reply on {reply_topic}, expected under {topic}"
+    );
+    let suffix = reply_topic[topic.len()..].to_owned();
+    let body = if payload.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&payload).expect("the reply payload is JSON")
+    };
+    (suffix, body)
 }

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
-use super::{Gateway, State};
+use super::{Gateway, State, unlist};
 
 /// Recently revoked credentials kept at most (they also expire, see `forget_after`).
 const RECENTLY_REVOKED: usize = 4096;
@@ -56,13 +56,10 @@ impl Gateway {
                         }
                         None => {
                             session.endpoint_tokens.remove(&gone.endpoint_id);
-                            if let Some(ids) = endpoints.get_mut(&gone.endpoint_id) {
-                                ids.retain(|s| *s != id);
-                                if ids.is_empty() {
-                                    endpoints.remove(&gone.endpoint_id);
-                                }
+                            if session.announced.remove(&gone.endpoint_id).is_some() {
+                                unlist(endpoints, &gone.endpoint_id, id);
+                                lost.insert(gone.endpoint_id.clone(), gone.app_version.clone());
                             }
-                            lost.insert(gone.endpoint_id.clone(), gone.app_version.clone());
                         }
                     }
                 }

@@ -32,7 +32,10 @@ pub(crate) struct Listener {
     pub auth: ClientAuthMode,
     /// Present on the TLS listener.
     pub tls: Option<Arc<TlsFiles>>,
+    /// Cancelled when the replica drains: stop accepting; sessions end once nothing is in flight.
     pub shutdown: CancellationToken,
+    /// Cancelled when the drain is over: sessions end now.
+    pub stop_now: CancellationToken,
 }
 
 /// Accepts connections until shutdown, each served in its own task tracked by `sessions`.

@@ -39,6 +39,8 @@ pub(crate) enum SessionError {
     Refused(AuthError),
     #[error("the client's credential or only endpoint token was revoked")]
     Revoked,
+    #[error("every endpoint of the session reconnected through another replica")]
+    TakenOver,
     #[error("keepalive expired")]
     KeepaliveExpired,
     #[error("protocol violation: {0}")]
@@ -154,9 +156,15 @@ where
         outbound: handle.outbound,
         next_packet_id: 0,
         awaiting_release: HashSet::new(),
+        ends: Ends {
+            revoked: handle.revoked,
+            taken_over: handle.taken_over,
+            drain: listener.shutdown.clone(),
+            stop_now: listener.stop_now.clone(),
+        },
     };
     let result = match session.conn.send(wire.connack(assigned, max_packet)).await {
-        Ok(()) => session.run(keepalive, shutdown, &handle.revoked).await,
+        Ok(()) => session.run(keepalive).await,
         Err(e) => Err(e.into()),
     };
     gateway.close_session(id).await;
@@ -185,20 +193,36 @@ struct Session<S> {
     next_packet_id: u16,
     /// QoS 2 publishes received but not yet released: a resend must not be forwarded twice.
     awaiting_release: HashSet<NonZeroU16>,
+    ends: Ends,
 }
+
+/// What ends a session from the server's side.
+struct Ends {
+    /// Its credential or only endpoint token was revoked.
+    revoked: CancellationToken,
+    /// Its endpoints reconnected through another replica.
+    taken_over: CancellationToken,
+    /// The replica drains: end once nothing is in flight.
+    drain: CancellationToken,
+    /// The drain is over: end now.
+    stop_now: CancellationToken,
+}
+
+/// How often a draining session checks whether its requests were answered.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
 
 impl<S> Session<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    async fn run(
-        &mut self,
-        keepalive: Option<Duration>,
-        shutdown: &CancellationToken,
-        revoked: &CancellationToken,
-    ) -> Result<(), SessionError> {
+    async fn run(&mut self, keepalive: Option<Duration>) -> Result<(), SessionError> {
         let far_future = Duration::from_secs(365 * 24 * 3600);
         let mut deadline = Instant::now() + keepalive.unwrap_or(far_future);
+        let ends = &self.ends;
+        let (revoked, taken_over) = (ends.revoked.clone(), ends.taken_over.clone());
+        let (drain, stop_now) = (ends.drain.clone(), ends.stop_now.clone());
+        let mut draining = false;
+        let mut drain_poll = tokio::time::interval(DRAIN_POLL);
         loop {
             tokio::select! {
                 packet = self.conn.next() => {
@@ -220,10 +244,7 @@ where
                 Some(out) = self.outbound.recv() => {
                     self.write(out).await?;
                     // Batch whatever else is ready into one flush.
-                    while let Ok(out) = self.outbound.try_recv() {
-                        self.write(out).await?;
-                    }
-                    self.conn.flush().await?;
+                    self.flush_outbound().await?;
                 }
                 _ = sleep_until(deadline) => {
                     self.goodbye(DisconnectReasonCode::KeepAliveTimeout).await;
@@ -233,12 +254,33 @@ where
                     self.goodbye(DisconnectReasonCode::NotAuthorized).await;
                     return Err(SessionError::Revoked);
                 }
-                _ = shutdown.cancelled() => {
+                _ = taken_over.cancelled() => {
+                    self.goodbye(DisconnectReasonCode::SessionTakenOver).await;
+                    return Err(SessionError::TakenOver);
+                }
+                _ = drain.cancelled(), if !draining => draining = true,
+                _ = drain_poll.tick(), if draining => {
+                    if !self.gateway.has_pending(self.id) {
+                        self.flush_outbound().await?;
+                        self.goodbye(DisconnectReasonCode::ServerShuttingDown).await;
+                        return Ok(());
+                    }
+                }
+                _ = stop_now.cancelled() => {
                     self.goodbye(DisconnectReasonCode::ServerShuttingDown).await;
                     return Ok(());
                 }
             }
         }
+    }
+
+    /// Writes every answer already queued (a draining session's last ones).
+    async fn flush_outbound(&mut self) -> Result<(), SessionError> {
+        while let Ok(out) = self.outbound.try_recv() {
+            self.write(out).await?;
+        }
+        self.conn.flush().await?;
+        Ok(())
     }
 
     /// Handles one client packet; `false` means the client said goodbye.
