@@ -6,7 +6,9 @@
 //! endpoint). Subjects: [`crate::subject::elce_connected`] / [`crate::subject::elce_disconnected`].
 //!
 //! Lifecycle: [`RegisteredEvent`] / [`UnregisteredEvent`] when EPR creates / deletes an
-//! endpoint, on [`crate::subject::elce_registered`] / [`crate::subject::elce_unregistered`]. The
+//! endpoint, on [`crate::subject::elce_registered`] / [`crate::subject::elce_unregistered`], and
+//! [`AppVersionUpdatedEvent`] when it moves one to another version of its application
+//! ([`crate::subject::elce_app_version_updated`]). The
 //! credential service listens to `unregistered` to delete (and revoke) the endpoint's tokens.
 //! Schemas: `schemas/0009/`.
 
@@ -68,6 +70,21 @@ pub struct UnregisteredEvent {
     pub originator_replica_id: String,
 }
 avro_record!(UnregisteredEvent, "0009/0009-ep-unregistered.avsc");
+
+/// An endpoint was moved to another version of its application.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppVersionUpdatedEvent {
+    pub correlation_id: String,
+    pub timestamp: i64,
+    pub timeout: i64,
+    /// The version the endpoint uses from now on.
+    pub app_version_name: String,
+    pub previous_app_version_name: String,
+    pub endpoint_id: String,
+    pub originator_replica_id: String,
+}
+avro_record!(AppVersionUpdatedEvent, "0009/0009-ep-appversion-updated.avsc");
 
 #[cfg(test)]
 mod tests {
@@ -133,6 +150,7 @@ mod tests {
         assert_schema_name::<DisconnectedEvent>("DisconnectedEvent");
         assert_schema_name::<RegisteredEvent>("RegisteredEvent");
         assert_schema_name::<UnregisteredEvent>("UnregisteredEvent");
+        assert_schema_name::<AppVersionUpdatedEvent>("AppVersionUpdatedEvent");
     }
 
     #[test]
@@ -157,5 +175,19 @@ mod tests {
             originator_replica_id: "r".into(),
         };
         assert_eq!(round_trip(&ev), expected, "same layout as unregistered");
+        let moved = AppVersionUpdatedEvent {
+            correlation_id: "c".into(),
+            timestamp: 1,
+            timeout: 0,
+            app_version_name: "v2".into(),
+            previous_app_version_name: "v1".into(),
+            endpoint_id: "e".into(),
+            originator_replica_id: "r".into(),
+        };
+        let expected = [
+            0x02, b'c', 0x02, 0x00, 0x04, b'v', b'2', 0x04, b'v', b'1', 0x02, b'e', 0x02, b'r',
+        ];
+        assert_eq!(round_trip(&moved), expected);
+        assert_rejects_truncation_and_trailing::<AppVersionUpdatedEvent>(&expected);
     }
 }

@@ -29,6 +29,7 @@
 //! an [`error::KpError`] payload).
 
 pub mod avro;
+pub mod collection;
 pub mod ecap;
 pub mod elce;
 pub mod epmmp;

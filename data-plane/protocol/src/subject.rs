@@ -72,6 +72,33 @@ pub fn elce_unregistered(epr_instance: &str) -> String {
     event(epr_instance, "endpoint", "lifecycle", "unregistered")
 }
 
+/// `kaa.v1.events.{epr}.endpoint.lifecycle.appversion-updated`
+pub fn elce_app_version_updated(epr_instance: &str) -> String {
+    event(epr_instance, "endpoint", "lifecycle", "appversion-updated")
+}
+
+/// 13/DSTP: `kaa.v1.events.{transmitter}.endpoint.data-collection.data-samples-received`
+pub fn dstp_data_samples(transmitter: &str) -> String {
+    event(
+        transmitter,
+        "endpoint",
+        "data-collection",
+        "data-samples-received",
+    )
+}
+
+/// 14/TSTP: `kaa.v1.events.{transmitter}.endpoint.data-collection.data-points-received.{series}`
+pub fn tstp_data_points(transmitter: &str, time_series: &str) -> String {
+    join(&[
+        "events",
+        transmitter,
+        "endpoint",
+        "data-collection",
+        "data-points-received",
+        time_series,
+    ])
+}
+
 /// `kaa.v1.service.{provider}.ecap.ep-token-request`
 pub fn ecap_token_request(provider: &str) -> String {
     ecap_request(provider, ecap::EP_TOKEN_REQUEST)
@@ -150,6 +177,18 @@ mod tests {
         assert_eq!(
             elce_unregistered("epr"),
             "kaa.v1.events.epr.endpoint.lifecycle.unregistered"
+        );
+        assert_eq!(
+            elce_app_version_updated("epr"),
+            "kaa.v1.events.epr.endpoint.lifecycle.appversion-updated"
+        );
+        assert_eq!(
+            dstp_data_samples("dcx"),
+            "kaa.v1.events.dcx.endpoint.data-collection.data-samples-received"
+        );
+        assert_eq!(
+            tstp_data_points("epl", "connectivity"),
+            "kaa.v1.events.epl.endpoint.data-collection.data-points-received.connectivity"
         );
         assert_eq!(
             ecap_token_request("cm"),
