@@ -186,6 +186,20 @@ impl Store {
         })
     }
 
+    /// Moves an endpoint to another application version; returns the endpoint as it was before
+    /// (for the lifecycle event).
+    pub async fn move_endpoint(&self, id: &str, app_version: &str) -> Result<Endpoint, EprError> {
+        let mut tx = self.pool.begin().await?;
+        let before = fetch_endpoint(&mut *tx, id).await?;
+        sqlx::query("UPDATE epr_endpoints SET app_version = $2 WHERE id = $1")
+            .bind(id)
+            .bind(app_version)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(before)
+    }
+
     /// Deletes an endpoint with its metadata; returns what was deleted (for the lifecycle event).
     pub async fn delete_endpoint(&self, id: &str) -> Result<Endpoint, EprError> {
         // Explicit child deletes instead of relying on ON DELETE CASCADE, which SQLite only

@@ -33,13 +33,13 @@ use axum::{
         header::{ETAG, IF_MATCH, LOCATION},
     },
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{get, post, put},
 };
 use kaa_bus::BusError;
 use kaa_protocol::{
     avro::AvroRecord,
     ecap::{self, EndpointTokenProvisionRequest, EndpointTokenProvisionResponse},
-    elce::{RegisteredEvent, UnregisteredEvent},
+    elce::{AppVersionUpdatedEvent, RegisteredEvent, UnregisteredEvent},
     now_millis, subject,
 };
 use kaa_store::{Endpoint, ListFilter, Metadata, NewEndpoint, is_valid_metadata_key};
@@ -78,6 +78,7 @@ pub fn router(state: EprState) -> Router {
                 .delete(delete_metadata_key),
         )
         .route("/epr/api/v1/endpoints/{id}/metadata-keys", get(metadata_keys))
+        .route("/epr/api/v1/endpoints/{id}/app-version", put(move_endpoint))
         .with_state(state)
 }
 
@@ -288,6 +289,60 @@ async fn delete_endpoint(
     let endpoint = state.store().delete_endpoint(&id).await?;
     publish_unregistered(&state, &endpoint).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PUT .../endpoints/{id}/app-version` with `{"name": version}`: moves the endpoint to another
+/// version of its application (a 9/ELCE `appversion-updated` event tells the extensions). Its
+/// tokens stay valid: they belong to the application, not to a version.
+async fn move_endpoint(
+    State(state): State<EprState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<EndpointJson>, AppError> {
+    let target: AppVersionRef = parse_json(&headers, &body, Media::Json)?;
+    let current = state.store().endpoint(&id).await?;
+    let config = state.config();
+    let (from, to) = (
+        config.application_of(&current.app_version),
+        config.application_of(&target.name),
+    );
+    match (from, to) {
+        (_, None) => {
+            return Err(AppError::BadRequest(format!(
+                "application version {:?} is not configured in EPR; known versions: {}",
+                target.name,
+                known_versions(&state)
+            )));
+        }
+        (Some(from), Some(to)) if from != to => {
+            return Err(AppError::BadRequest(format!(
+                "{:?} belongs to application {to:?}, the endpoint to {from:?}: an endpoint \
+                 moves between versions of its own application only",
+                target.name
+            )));
+        }
+        _ => {}
+    }
+    if current.app_version != target.name {
+        let before = state.store().move_endpoint(&id, &target.name).await?;
+        publish_lifecycle(
+            &state,
+            subject::elce_app_version_updated(&state.config().instance),
+            AppVersionUpdatedEvent {
+                correlation_id: uuid::Uuid::new_v4().to_string(),
+                timestamp: now_millis(),
+                timeout: 0,
+                app_version_name: target.name.clone(),
+                previous_app_version_name: before.app_version,
+                endpoint_id: id.clone(),
+                originator_replica_id: state.replica().to_owned(),
+            },
+        )
+        .await;
+    }
+    let moved = state.store().endpoint(&id).await?;
+    Ok(Json(endpoint_json(&state, moved, false).await?))
 }
 
 /// Asks the credential service to store `token` for the new endpoint; returns its token id.

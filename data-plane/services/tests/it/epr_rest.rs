@@ -568,3 +568,62 @@ async fn delete_endpoint_removes_everything() {
     // The token can be used again.
     register(&app, APP_V1, Some("tok-del")).await;
 }
+
+#[tokio::test]
+async fn an_endpoint_moves_between_versions_of_its_application_and_extensions_hear_of_it() {
+    use kaa_protocol::avro::AvroRecord;
+    use kaa_protocol::elce::AppVersionUpdatedEvent;
+
+    let stack = Stack::start_with(false, true).await;
+    let app = &stack.epr;
+    let mut events = stack
+        .bus
+        .subscribe(&kaa_protocol::subject::elce_app_version_updated("epr"), None)
+        .await
+        .unwrap();
+    let id = register(app, APP_V1, Some("moving-token")).await;
+    let path = format!("/epr/api/v1/endpoints/{id}/app-version");
+
+    let moved = json(app, "PUT", &path, &json!({"name": APP_V2})).await;
+    assert_eq!(moved.status, StatusCode::OK, "{:?}", moved.body);
+    assert_eq!(moved.body["appVersion"]["name"], APP_V2);
+    assert_eq!(moved.body["applicationName"], APP);
+    let got = call(app, "GET", &format!("/epr/api/v1/endpoints/{id}"), None, &[]).await;
+    assert_eq!(got.body["appVersion"]["name"], APP_V2);
+    let msg = tokio::time::timeout(kaa_testkit::DEADLINE, events.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let event = AppVersionUpdatedEvent::from_avro(&msg.payload).unwrap();
+    assert_eq!(
+        (
+            event.endpoint_id.as_str(),
+            event.previous_app_version_name.as_str(),
+            event.app_version_name.as_str()
+        ),
+        (id.as_str(), APP_V1, APP_V2)
+    );
+
+    // Bad moves change nothing.
+    let other_app = json(app, "PUT", &path, &json!({"name": OTHER_V1})).await;
+    assert_error(
+        &other_app,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "its own application",
+    );
+    let unknown = json(app, "PUT", &path, &json!({"name": "nope"})).await;
+    assert_error(&unknown, StatusCode::BAD_REQUEST, "bad_request", "not configured");
+    let malformed = json(app, "PUT", &path, &json!({"version": APP_V1})).await;
+    assert_eq!(malformed.status, StatusCode::BAD_REQUEST, "{:?}", malformed.body);
+    let missing = json(
+        app,
+        "PUT",
+        "/epr/api/v1/endpoints/0b9e2a8e-2f0e-4d7e-9a43-3c1f7b7a9f10/app-version",
+        &json!({"name": APP_V2}),
+    )
+    .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let got = call(app, "GET", &format!("/epr/api/v1/endpoints/{id}"), None, &[]).await;
+    assert_eq!(got.body["appVersion"]["name"], APP_V2);
+}
