@@ -26,7 +26,7 @@ mod replies;
 mod request;
 mod revocation;
 
-pub use request::{Answer, BasicCredentials};
+pub use request::{Answer, BasicCredentials, Caller};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
