@@ -3,7 +3,8 @@ paho-mqtt, MQTT 3.1.1, empty client id, clean session, QoS 0, never SUBSCRIBEs, 
 ids 1..99, and a callback registered for the exact reply topic only.
 
 Reports metadata with EPMX `update/keys`, waits for the `/status` reply, prints one JSON line with
-what it received, and exits 0 on success (1 on timeout).
+what it received, and exits 0 on success (1 on timeout). `--transport websockets` connects over
+MQTT over WebSocket (paho offers the `mqtt` subprotocol), `--mqtt5` speaks MQTT 5.
 """
 import argparse
 import json
@@ -18,6 +19,9 @@ parser.add_argument("--port", type=int, required=True)
 parser.add_argument("--app-version", required=True)
 parser.add_argument("--token", required=True)
 parser.add_argument("--metadata", required=True, help="JSON object")
+parser.add_argument("--transport", choices=["tcp", "websockets"], default="tcp")
+parser.add_argument("--ws-path", default="/mqtt")
+parser.add_argument("--mqtt5", action="store_true")
 args = parser.parse_args()
 
 request_id = random.randint(1, 99)
@@ -36,7 +40,14 @@ def on_other(client, userdata, message):
     received.setdefault("unexpected", []).append(message.topic)
 
 
-client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="", clean_session=True, protocol=mqtt.MQTTv311)
+if args.mqtt5:
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5,
+                         transport=args.transport)
+else:
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="", clean_session=True,
+                         protocol=mqtt.MQTTv311, transport=args.transport)
+if args.transport == "websockets":
+    client.ws_set_options(path=args.ws_path)
 client.on_message = on_other
 client.message_callback_add(topic + "/status", on_reply)
 client.message_callback_add(topic + "/error", on_reply)

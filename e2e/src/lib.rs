@@ -133,6 +133,13 @@ pub struct Platform {
     pub mqtt_ports: Vec<u16>,
     /// The MQTT over TLS port, when the Blueprint has an `mqtts` listener (`kaa up` only).
     pub mqtts_port: Option<u16>,
+    /// The MQTT over WebSocket port (path `/mqtt`), used when the Blueprint has a `ws` listener
+    /// (the quickstart does); in cluster mode, the first gateway's.
+    pub ws_port: u16,
+    /// The MQTT over secure WebSocket port, when the Blueprint has `wss` (`kaa up` only).
+    pub wss_port: Option<u16>,
+    /// The 1/KP over HTTPS port, when the Blueprint has `https` (`kaa up` only).
+    pub https_port: Option<u16>,
     /// The HTTP base of the REST APIs (EPR's process in cluster mode).
     pub http: String,
     /// The HTTP base of the credential service's REST API (`http` under `kaa up`).
@@ -166,14 +173,27 @@ impl Platform {
     }
 
     /// `kaa up BLUEPRINT_FILE` run from `dir` (relative paths in the Blueprint, such as TLS
-    /// files, resolve there), with the MQTT over TLS listener moved to a free port.
+    /// files, resolve there), with the TLS listeners moved to free ports: the Blueprint must have
+    /// `mqtts`, `wss` and `https`, as blueprints/secured.yaml does.
     pub async fn up_from(dir: tempfile::TempDir, blueprint_file: &Path) -> Platform {
-        let mqtts_port = free_port();
+        let (mqtts_port, wss_port, https_port) = (free_port(), free_port(), free_port());
         let file = blueprint_file.display().to_string();
         let mqtts = format!("127.0.0.1:{mqtts_port}");
-        let extra = [file.as_str(), "--mqtts-addr", &mqtts];
+        let wss = format!("127.0.0.1:{wss_port}");
+        let https = format!("127.0.0.1:{https_port}");
+        let extra = [
+            file.as_str(),
+            "--mqtts-addr",
+            &mqtts,
+            "--wss-addr",
+            &wss,
+            "--https-addr",
+            &https,
+        ];
         let mut platform = Self::launch(dir, None, &extra, DEFAULT_LOG_FILTER).await;
         platform.mqtts_port = Some(mqtts_port);
+        platform.wss_port = Some(wss_port);
+        platform.https_port = Some(https_port);
         platform
     }
 
@@ -194,12 +214,14 @@ impl Platform {
         extra: &[&str],
         log_filter: &str,
     ) -> Platform {
-        let (mqtt_port, http_port) = (free_port(), free_port());
+        let (mqtt_port, http_port, ws_port) = (free_port(), free_port(), free_port());
         let data = dir.path().join("data");
         let mqtt = format!("127.0.0.1:{mqtt_port}");
         let http = format!("127.0.0.1:{http_port}");
         let mut args = vec!["up".to_owned(), "--data-dir".into(), data.display().to_string()];
         args.extend(["--mqtt-addr".into(), mqtt, "--http-addr".into(), http.clone()]);
+        // Always: parallel tests must never meet on the default port 8080.
+        args.extend(["--ws-addr".into(), format!("127.0.0.1:{ws_port}")]);
         if let Some(text) = blueprint {
             let path = dir.path().join("blueprint.yaml");
             std::fs::write(&path, text).unwrap();
@@ -221,6 +243,9 @@ impl Platform {
             mqtt_port,
             mqtt_ports: vec![mqtt_port],
             mqtts_port: None,
+            ws_port,
+            wss_port: None,
+            https_port: None,
             cm_http: http.clone(),
             http,
             processes: vec![up],
@@ -264,6 +289,7 @@ impl Platform {
 
         let mut processes = Vec::new();
         let mut mqtt_ports = Vec::new();
+        let mut ws_ports = Vec::new();
         let (mut http, mut cm_http) = (String::new(), String::new());
         // The credential service first: EPR provisions tokens through it, KPC validates with it.
         let services = ["cm", "epr", "epmx"]
@@ -280,6 +306,11 @@ impl Platform {
                 let mqtt_port = free_port();
                 let mut kpc: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
                 kpc["mqtt"]["listen"] = json!(format!("127.0.0.1:{mqtt_port}"));
+                if let Some(ws) = kpc.get_mut("ws") {
+                    let ws_port = free_port();
+                    ws["listen"] = json!(format!("127.0.0.1:{ws_port}"));
+                    ws_ports.push(ws_port);
+                }
                 config = configs.join(format!("{replica}.json"));
                 std::fs::write(&config, kpc.to_string()).unwrap();
                 mqtt_ports.push(mqtt_port);
@@ -318,6 +349,9 @@ impl Platform {
             mqtt_port: mqtt_ports[0],
             mqtt_ports,
             mqtts_port: None,
+            ws_port: ws_ports.first().copied().unwrap_or_default(),
+            wss_port: None,
+            https_port: None,
             http,
             cm_http,
             processes,

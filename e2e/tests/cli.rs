@@ -95,6 +95,8 @@ fn a_busy_port_is_a_clear_error() {
         data.to_str().unwrap(),
         "--mqtt-addr",
         &addr,
+        "--ws-addr",
+        "127.0.0.1:0",
         "--http-addr",
         "127.0.0.1:0",
     ]);
@@ -107,28 +109,33 @@ fn a_busy_port_is_a_clear_error() {
 }
 
 #[test]
-fn mqtts_addr_needs_a_blueprint_with_an_mqtts_listener() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let out = kaa(&[
-        "up",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--mqtt-addr",
-        "127.0.0.1:0",
-        "--mqtts-addr",
-        "127.0.0.1:0",
-        "--http-addr",
-        "127.0.0.1:0",
-    ]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr
-            .contains("--mqtts-addr (KAA_MQTTS_ADDR) is set but the Blueprint's kpc has no `mqtts` listener"),
-        "{stderr}"
-    );
-    assert!(!data.exists(), "nothing was started");
+fn tls_listener_addresses_need_a_blueprint_with_that_listener() {
+    for (flag, env, field) in [
+        ("--mqtts-addr", "KAA_MQTTS_ADDR", "mqtts"),
+        ("--wss-addr", "KAA_WSS_ADDR", "wss"),
+        ("--https-addr", "KAA_HTTPS_ADDR", "https"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let out = kaa(&[
+            "up",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--mqtt-addr",
+            "127.0.0.1:0",
+            "--ws-addr",
+            "127.0.0.1:0",
+            flag,
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ]);
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let expected = format!("{flag} ({env}) is set but the Blueprint's kpc has no `{field}` listener");
+        assert!(stderr.contains(&expected), "{stderr}");
+        assert!(!data.exists(), "nothing was started");
+    }
 }
 
 #[test]

@@ -5,30 +5,24 @@
 
 use std::process::Command;
 
-use kaa_e2e::Platform;
+use kaa_e2e::{DEADLINE, Platform};
+use kaa_testkit::eventually;
 use serde_json::{Value, json};
 
 const AV: &str = "demo_application_v1";
 
-#[tokio::test]
-async fn a_device_written_like_the_official_kaa_client_reports_metadata() {
-    let platform = Platform::up().await;
-    let endpoint_id = platform.register(AV, "py-meter").await;
+/// Runs e2e/clients/kaa_like_client.py with `args` (plus app version, token and metadata);
+/// asserts it succeeded and got `/status` for its request, and returns nothing else.
+async fn run_kaa_like_client(token: &str, metadata: &Value, args: &[String]) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/kaa_like_client.py");
-    let metadata = json!({ "model": "MySmartMeter A300", "mac": "00-14-22-01-23-45" });
-    let port = platform.mqtt_port.to_string();
+    let mut command = Command::new("python3");
+    command
+        .arg(script)
+        .args(args)
+        .args(["--app-version", AV, "--token", token])
+        .args(["--metadata", &metadata.to_string()]);
     let output = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .args([
-                script,
-                "--port",
-                &port,
-                "--app-version",
-                AV,
-                "--token",
-                "py-meter",
-            ])
-            .args(["--metadata", &metadata.to_string()])
+        command
             .output()
             .expect("python3 runs (make test provides a venv with paho-mqtt)")
     })
@@ -46,14 +40,50 @@ async fn a_device_written_like_the_official_kaa_client_reports_metadata() {
         format!("{}/status", report["requestTopic"].as_str().unwrap())
     );
     assert!(report.get("unexpected").is_none(), "{report}");
+}
+
+#[tokio::test]
+async fn a_device_written_like_the_official_kaa_client_reports_metadata() {
+    let platform = Platform::up().await;
+    let endpoint_id = platform.register(AV, "py-meter").await;
+    let metadata = json!({ "model": "MySmartMeter A300", "mac": "00-14-22-01-23-45" });
+    let port = platform.mqtt_port.to_string();
+    run_kaa_like_client("py-meter", &metadata, &["--port".into(), port]).await;
 
     let (_, body) = platform
         .get(&format!("/epr/api/v1/endpoints/{endpoint_id}/metadata"))
         .await;
-    assert_eq!(
-        body,
-        json!({ "model": "MySmartMeter A300", "mac": "00-14-22-01-23-45" })
-    );
+    assert_eq!(body, metadata);
+}
+
+#[tokio::test]
+async fn paho_over_websocket_completes_the_tutorial_with_mqtt_3_and_5() {
+    let platform = Platform::up().await;
+    let endpoint_id = platform.register(AV, "ws-meter").await;
+    let port = platform.ws_port.to_string();
+    for (n, version) in [(1, None), (2, Some("--mqtt5"))] {
+        let metadata = json!({ "model": "MySmartMeter A300", "reading": n });
+        let mut args = vec![
+            "--port".into(),
+            port.clone(),
+            "--transport".into(),
+            "websockets".into(),
+        ];
+        args.extend(version.map(String::from));
+        run_kaa_like_client("ws-meter", &metadata, &args).await;
+        let (_, body) = platform
+            .get(&format!("/epr/api/v1/endpoints/{endpoint_id}/metadata"))
+            .await;
+        assert_eq!(body, metadata, "{version:?}");
+    }
+    // The sessions were on the `ws` transport's gauge, and are gone.
+    let metrics = format!("{}/metrics", platform.http);
+    eventually(DEADLINE, "kaa_kpc_connections{transport=\"ws\"} 0", || async {
+        let text = reqwest::get(&metrics).await.ok()?.text().await.ok()?;
+        text.contains(r#"kaa_kpc_connections{transport="ws"} 0"#)
+            .then_some(())
+    })
+    .await;
 }
 
 /// The README walkthrough's commands, one per element (continuation lines joined), as written.

@@ -184,6 +184,16 @@ async fn the_readme_securing_devices_commands_work_as_documented() {
             "MQTTS 127.0.0.1:{mqtts_port}   (TLS, client certificates optional; clients authenticate \
              with a TLS client certificate or username and password)"
         ),
+        format!(
+            "WSS   wss://127.0.0.1:{}/mqtt   (MQTT over WebSocket and TLS, client certificates \
+             optional; clients authenticate with a TLS client certificate or username and password)",
+            platform.wss_port.unwrap()
+        ),
+        format!(
+            "HTTPS https://127.0.0.1:{}   (1/KP: POST /kp1/...; TLS, client certificates optional; \
+             clients authenticate with a TLS client certificate or username and password)",
+            platform.https_port.unwrap()
+        ),
     ] {
         assert!(banner.contains(&expected), "missing `{expected}` in:\n{banner}");
     }
@@ -276,6 +286,18 @@ async fn the_readme_securing_devices_commands_work_as_documented() {
     let metadata = json!({ "model": "MySmartMeter A300", "mac": "00-14-22-01-23-45" });
     assert_eq!(sh.run(&tls[1]).await.json(), metadata, "certificate over TLS");
     assert_eq!(sh.run(&tls[2]).await.json(), metadata, "password over TLS");
+    // The README's 1/KP over HTTPS commands ("Transports"), with the same certificate and password.
+    let https = platform.https_port.unwrap();
+    for credential in [
+        "--cert certs/client.pem --key certs/client.key",
+        "-u meter-1:s3cret-Passw0rd",
+    ] {
+        let command = format!(
+            "curl -s -X POST https://127.0.0.1:{https}/kp1/demo_application_v1/epmx/secure-meter/get \
+             --cacert certs/ca.pem {credential}\n"
+        );
+        assert_eq!(sh.run(&command).await.json(), metadata, "HTTPS: {credential}");
+    }
     sh.run(&tls[3]).await.ok(); // CREDENTIAL_ID=...
     assert_eq!(sh.run(&tls[4]).await.ok().trim(), "204");
     let refused = sh.run(&tls[5]).await;

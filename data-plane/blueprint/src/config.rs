@@ -12,6 +12,10 @@ use crate::ServiceKind;
 /// The rendered configuration of one service instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one value per service instance, loaded once: boxing would buy nothing"
+)]
 pub enum ServiceConfig {
     Kpc(KpcConfig),
     Epr(EprConfig),
@@ -58,6 +62,15 @@ pub struct KpcConfig {
     /// MQTT over TLS; absent: no TLS listener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mqtts: Option<MqttsSettings>,
+    /// MQTT over WebSocket; absent: no WebSocket listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ws: Option<WsSettings>,
+    /// MQTT over WebSocket over TLS; absent: no such listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wss: Option<WssSettings>,
+    /// 1/KP over HTTPS; absent: no HTTPS listener (1/KP over plain HTTP is always served).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https: Option<HttpsSettings>,
     #[serde(default)]
     pub limits: KpcLimits,
 }
@@ -79,6 +92,12 @@ pub struct KpcSettings {
     pub mqtt: MqttSettings,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mqtts: Option<MqttsSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ws: Option<WsSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wss: Option<WssSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https: Option<HttpsSettings>,
     #[serde(default)]
     pub limits: KpcLimits,
 }
@@ -108,13 +127,13 @@ fn default_mqtt_listen() -> String {
     "0.0.0.0:1883".into()
 }
 
-/// MQTT (3.1.1 and 5) over TLS. Certificate and key files are PEM and re-read when they change.
+/// The server side of a TLS listener (MQTT over TLS, WebSocket over TLS, HTTPS): certificate,
+/// key and client certificates. The files are PEM and re-read when they change.
+///
+/// Flattened into each listener's settings, so a Blueprint writes `certFile` next to `listen`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct MqttsSettings {
-    /// Listen address, `host:port`.
-    #[serde(default = "default_mqtts_listen")]
-    pub listen: String,
+#[serde(rename_all = "camelCase")]
+pub struct TlsSettings {
     /// The server certificate chain (PEM, leaf first).
     pub cert_file: String,
     /// The server private key (PEM: PKCS#8, PKCS#1 or SEC1).
@@ -125,6 +144,17 @@ pub struct MqttsSettings {
     /// Whether clients present a certificate (default `none`).
     #[serde(default)]
     pub client_certs: ClientCertMode,
+}
+
+/// MQTT (3.1.1 and 5) over TLS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MqttsSettings {
+    /// Listen address, `host:port`.
+    #[serde(default = "default_mqtts_listen")]
+    pub listen: String,
+    #[serde(flatten)]
+    pub tls: TlsSettings,
     /// How clients authenticate at CONNECT (default `password`).
     #[serde(default)]
     pub auth: ClientAuthMode,
@@ -132,6 +162,82 @@ pub struct MqttsSettings {
 
 fn default_mqtts_listen() -> String {
     "0.0.0.0:8883".into()
+}
+
+/// MQTT (3.1.1 and 5) over WebSocket (subprotocol `mqtt`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WsSettings {
+    /// Listen address, `host:port`.
+    #[serde(default = "default_ws_listen")]
+    pub listen: String,
+    /// The HTTP path of the WebSocket upgrade; other paths get 404.
+    #[serde(default = "default_ws_path")]
+    pub path: String,
+    /// How clients authenticate at CONNECT (default `password`).
+    #[serde(default)]
+    pub auth: ClientAuthMode,
+}
+
+fn default_ws_listen() -> String {
+    "0.0.0.0:8080".into()
+}
+
+fn default_ws_path() -> String {
+    "/mqtt".into()
+}
+
+/// MQTT (3.1.1 and 5) over WebSocket over TLS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WssSettings {
+    /// Listen address, `host:port`.
+    #[serde(default = "default_wss_listen")]
+    pub listen: String,
+    /// The HTTP path of the WebSocket upgrade; other paths get 404.
+    #[serde(default = "default_ws_path")]
+    pub path: String,
+    #[serde(flatten)]
+    pub tls: TlsSettings,
+    /// How clients authenticate at CONNECT (default `password`).
+    #[serde(default)]
+    pub auth: ClientAuthMode,
+}
+
+fn default_wss_listen() -> String {
+    "0.0.0.0:8443".into()
+}
+
+/// 1/KP over HTTPS (`POST /kp1/...`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpsSettings {
+    /// Listen address, `host:port`.
+    #[serde(default = "default_https_listen")]
+    pub listen: String,
+    #[serde(flatten)]
+    pub tls: TlsSettings,
+    /// How requests authenticate: HTTP Basic for passwords, the TLS client certificate
+    /// (default `password`).
+    #[serde(default)]
+    pub auth: ClientAuthMode,
+}
+
+fn default_https_listen() -> String {
+    "0.0.0.0:8444".into()
+}
+
+/// Why a WebSocket path is unusable, if it is: it is compared with the request's path as is.
+pub fn check_ws_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("`{path}` must start with `/`"));
+    }
+    if path.contains(['?', '#']) || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "`{path}` must be a plain URL path (no query, fragment, spaces or control characters)"
+        ));
+    }
+    Ok(())
 }
 
 /// How a listener authenticates MQTT clients at CONNECT (asked of the credential provider over
@@ -522,6 +628,66 @@ mod tests {
         assert!(serde_json::from_str::<CmSettings>(r#"{"storage":"etcd"}"#).is_err());
         let epr: EprConfig = serde_json::from_str(r#"{"instance":"epr","applications":[]}"#).unwrap();
         assert_eq!(epr, EprConfig::default());
+    }
+
+    #[test]
+    fn kpc_listeners_default_their_addresses_and_reject_unknown_fields() {
+        let s: KpcSettings = serde_json::from_str(
+            r#"{"ws":{},"wss":{"certFile":"c.pem","keyFile":"k.pem"},
+                "https":{"certFile":"c.pem","keyFile":"k.pem","clientCerts":"optional","clientCaFile":"ca.pem"},
+                "mqtts":{"certFile":"c.pem","keyFile":"k.pem"}}"#,
+        )
+        .unwrap();
+        let ws = s.ws.unwrap();
+        assert_eq!((ws.listen.as_str(), ws.path.as_str()), ("0.0.0.0:8080", "/mqtt"));
+        assert_eq!(ws.auth, ClientAuthMode::Password);
+        let wss = s.wss.unwrap();
+        assert_eq!(
+            (wss.listen.as_str(), wss.path.as_str()),
+            ("0.0.0.0:8443", "/mqtt")
+        );
+        assert_eq!(
+            (wss.tls.cert_file.as_str(), wss.tls.client_certs),
+            ("c.pem", ClientCertMode::None)
+        );
+        let https = s.https.unwrap();
+        assert_eq!(https.listen, "0.0.0.0:8444");
+        assert_eq!(https.tls.client_ca_file.as_deref(), Some("ca.pem"));
+        assert_eq!(https.tls.client_certs, ClientCertMode::Optional);
+        assert_eq!(s.mqtts.unwrap().listen, "0.0.0.0:8883");
+        let none: KpcSettings = serde_json::from_str("{}").unwrap();
+        assert_eq!((none.ws, none.wss, none.https), (None, None, None));
+
+        for bad in [
+            r#"{"ws":{"port":8080}}"#,
+            r#"{"wss":{"certFile":"c","keyFile":"k","certfile":"c"}}"#,
+            r#"{"https":{"certFile":"c","keyFile":"k","path":"/kp1"}}"#,
+            r#"{"mqtts":{"certFile":"c","keyFile":"k","clientCert":"none"}}"#,
+            r#"{"wss":{"keyFile":"k"}}"#,
+            r#"{"websocket":{}}"#,
+        ] {
+            assert!(serde_json::from_str::<KpcSettings>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tls_listeners_survive_a_round_trip() {
+        let s: KpcSettings = serde_json::from_str(
+            r#"{"wss":{"listen":"127.0.0.1:1","path":"/ws","certFile":"c","keyFile":"k","auth":"certificate"}}"#,
+        )
+        .unwrap();
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["wss"]["certFile"], "c", "flattened: {json}");
+        assert_eq!(serde_json::from_value::<KpcSettings>(json).unwrap(), s);
+    }
+
+    #[test]
+    fn websocket_paths_must_be_plain_absolute_paths() {
+        assert!(check_ws_path("/mqtt").is_ok());
+        assert!(check_ws_path("/").is_ok());
+        for bad in ["mqtt", "", "/mqtt?x=1", "/a b", "/a#b"] {
+            assert!(check_ws_path(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

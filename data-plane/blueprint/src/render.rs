@@ -65,16 +65,21 @@ pub(crate) fn render_checked(blueprint: &Blueprint, p: &mut Problems) -> Vec<Ren
     for (i, service) in spec.services.iter().enumerate() {
         let instance = service.instance_name().to_owned();
         let config = match service.kind {
-            ServiceKind::Kpc => settings::<KpcSettings>(service, i, p).map(|s| {
-                ServiceConfig::Kpc(KpcConfig {
-                    instance,
-                    token_provider: cm.clone(),
-                    app_versions: app_versions.clone(),
-                    mqtt: s.mqtt,
-                    mqtts: s.mqtts,
-                    limits: s.limits,
-                })
-            }),
+            ServiceKind::Kpc => settings::<KpcSettings>(service, i, p)
+                .filter(|s| crate::validate::check_kpc(s, i, p))
+                .map(|s| {
+                    ServiceConfig::Kpc(KpcConfig {
+                        instance,
+                        token_provider: cm.clone(),
+                        app_versions: app_versions.clone(),
+                        mqtt: s.mqtt,
+                        mqtts: s.mqtts,
+                        ws: s.ws,
+                        wss: s.wss,
+                        https: s.https,
+                        limits: s.limits,
+                    })
+                }),
             ServiceKind::Epr => settings::<EprSettings>(service, i, p).map(|EprSettings {}| {
                 ServiceConfig::Epr(EprConfig {
                     instance,
@@ -137,6 +142,15 @@ mod tests {
         assert_eq!(route.application, "demo_application");
         assert!(route.extensions.contains(&"epmx".to_owned()));
         assert_eq!(kpc.limits, KpcLimits::default());
+        let ws = kpc
+            .ws
+            .as_ref()
+            .expect("the quickstart serves MQTT over WebSocket");
+        assert_eq!(
+            (ws.listen.as_str(), ws.path.as_str(), ws.auth),
+            ("0.0.0.0:8080", "/mqtt", ClientAuthMode::None)
+        );
+        assert_eq!((&kpc.wss, &kpc.https), (&None, &None));
         let kinds: Vec<_> = rendered.iter().map(|r| r.config.kind()).collect();
         assert!(kinds.contains(&ServiceKind::Epr) && kinds.contains(&ServiceKind::Epmx));
         assert!(kinds.contains(&ServiceKind::Cm));
@@ -193,9 +207,11 @@ mod tests {
             .iter_mut()
             .find(|s| s.kind == ServiceKind::Kpc)
             .unwrap();
-        kpc.config =
-            serde_json::from_str(r#"{"limits":{"maxPayloadBytes":1000},"mqtt":{"listen":"127.0.0.1:0"}}"#)
-                .unwrap();
+        kpc.config = serde_json::from_str(
+            r#"{"limits":{"maxPayloadBytes":1000},"mqtt":{"listen":"127.0.0.1:0"},
+                "https":{"listen":"127.0.0.1:1","certFile":"c","keyFile":"k"}}"#,
+        )
+        .unwrap();
         let rendered = render(&bp).unwrap();
         let Some(ServiceConfig::Kpc(c)) = rendered
             .iter()
@@ -210,6 +226,12 @@ mod tests {
             KpcLimits::default().request_timeout_ms
         );
         assert_eq!(c.mqtt.listen, "127.0.0.1:0");
+        let https = c.https.as_ref().unwrap();
+        assert_eq!(
+            (https.listen.as_str(), https.tls.key_file.as_str()),
+            ("127.0.0.1:1", "k")
+        );
+        assert_eq!(c.ws, None, "no WebSocket unless asked");
     }
 
     #[test]

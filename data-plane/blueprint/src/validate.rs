@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::config::{KpcSettings, check_ws_path};
 use crate::spec::{API_VERSION, Blueprint, KIND, ServiceKind};
 
 /// One broken rule: the field (`spec.services[2].name`) and what is wrong with it.
@@ -181,6 +182,22 @@ impl Blueprint {
     }
 }
 
+/// The rules of a kpc service's settings that their types cannot express; whether they hold.
+pub(crate) fn check_kpc(settings: &KpcSettings, index: usize, p: &mut Problems) -> bool {
+    let paths = [
+        ("ws", settings.ws.as_ref().map(|ws| &ws.path)),
+        ("wss", settings.wss.as_ref().map(|wss| &wss.path)),
+    ];
+    let mut ok = true;
+    for (listener, path) in paths {
+        if let Some(Err(why)) = path.map(|path| check_ws_path(path)) {
+            p.fail(format!("spec.services[{index}].config.{listener}.path"), why);
+            ok = false;
+        }
+    }
+    ok
+}
+
 #[cfg(test)]
 mod tests {
     use crate::{Blueprint, BlueprintError};
@@ -285,5 +302,17 @@ spec:
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert!(errs[0].starts_with("spec.services[0].config: "), "{errs:?}");
         assert!(errs[0].contains("port"), "{errs:?}");
+    }
+
+    #[test]
+    fn websocket_paths_must_start_with_a_slash() {
+        let yaml = GOOD.replace(
+            "- { kind: kpc }",
+            "- { kind: kpc, config: { ws: { path: mqtt }, wss: { path: /ok, certFile: c, keyFile: k } } }",
+        );
+        assert_eq!(
+            errors(&yaml),
+            ["spec.services[0].config.ws.path: `mqtt` must start with `/`"]
+        );
     }
 }

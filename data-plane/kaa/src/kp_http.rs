@@ -5,8 +5,10 @@
 //! ([`Gateway::request`]): the URL path (percent-decoded) is the request topic, the answer's
 //! `/status` payload becomes a 200 body and an `/error` becomes its status code with the 1/KP
 //! error JSON. No request id is needed; a path whose last level is a number is read as one, as
-//! over MQTT. Devices authenticate with their endpoint token (and, where the gateway's plain MQTT
-//! listener authenticates clients, HTTP Basic), never with the admin token.
+//! over MQTT. Devices authenticate with their endpoint token (and, where the listener
+//! authenticates clients, HTTP Basic or, over HTTPS, a TLS client certificate), never with the
+//! admin token. Over plain HTTP clients authenticate as on the plain MQTT listener; the HTTPS
+//! listener (`kp_https`) has its own mode.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -19,28 +21,49 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine as _;
 use futures_util::StreamExt as _;
-use kaa_kpc::gateway::{Answer, BasicCredentials, Gateway};
+use kaa_blueprint::config::ClientAuthMode;
+use kaa_kpc::auth::CertificateIdentity;
+use kaa_kpc::gateway::{Answer, BasicCredentials, Caller, Gateway};
 use kaa_protocol::error::KpError;
 
 /// The path prefix of 1/KP requests; open to devices (see `http::OPEN_PREFIXES`).
 pub const PREFIX: &str = "/kp1/";
 
-/// The 1/KP routes of `gateway`.
-pub fn router(gateway: Arc<Gateway>) -> Router {
+/// A TLS client: its address and the client certificate rustls verified, if any. The HTTPS
+/// listener's connection info (plain HTTP connections carry a bare `SocketAddr`).
+#[derive(Debug, Clone)]
+pub struct TlsClient {
+    pub addr: SocketAddr,
+    pub certificate: Option<CertificateIdentity>,
+}
+
+#[derive(Debug, Clone)]
+struct Listener {
+    gateway: Arc<Gateway>,
+    auth: ClientAuthMode,
+}
+
+/// The 1/KP routes of `gateway` on a listener that authenticates clients with `auth`.
+pub fn router(gateway: Arc<Gateway>, auth: ClientAuthMode) -> Router {
     let limit = gateway.config().limits.max_payload_bytes;
     Router::new()
         .route("/kp1/{*path}", post(handle))
         // The handler reads at most `limit + 1` bytes itself; this keeps any extractor added
         // later from buffering more.
         .layer(DefaultBodyLimit::max(limit.saturating_add(1)))
-        .with_state(gateway)
+        .with_state(Listener { gateway, auth })
 }
 
-async fn handle(State(gateway): State<Arc<Gateway>>, Path(path): Path<String>, request: Request) -> Response {
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+async fn handle(State(listener): State<Listener>, Path(path): Path<String>, request: Request) -> Response {
+    let Listener { gateway, auth } = listener;
+    let extensions = request.extensions();
+    let (peer, certificate) = match extensions.get::<ConnectInfo<TlsClient>>() {
+        Some(ConnectInfo(tls)) => (tls.addr.ip(), tls.certificate.clone()),
+        None => {
+            let addr = extensions.get::<ConnectInfo<SocketAddr>>();
+            (addr.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip()), None)
+        }
+    };
     let (parts, body) = request.into_parts();
     let basic = match basic_credentials(&parts.headers) {
         Ok(basic) => basic,
@@ -55,7 +78,13 @@ async fn handle(State(gateway): State<Arc<Gateway>>, Path(path): Path<String>, r
         .as_ref()
         .map(|(username, password)| BasicCredentials { username, password });
     let topic = format!("kp1/{path}");
-    match gateway.request(peer, credentials, &topic, payload).await {
+    let caller = Caller {
+        peer,
+        auth,
+        credentials,
+        certificate: certificate.as_ref(),
+    };
+    match gateway.request(caller, &topic, payload).await {
         Answer::Status(payload) => {
             let content_type = if serde_json::from_slice::<serde::de::IgnoredAny>(&payload).is_ok() {
                 "application/json"

@@ -7,6 +7,7 @@
 
 mod http;
 mod kp_http;
+mod kp_https;
 mod render;
 mod run;
 mod services;

@@ -52,6 +52,8 @@ impl ServiceContext {
 #[derive(Debug)]
 pub struct Platform {
     kpc: Option<Kpc>,
+    /// The gateway's 1/KP over HTTPS listener, if it has one.
+    https_addr: Option<SocketAddr>,
     router: Router,
     tasks: TaskTracker,
 }
@@ -63,6 +65,7 @@ impl Platform {
         configs.sort_by_key(|c| matches!(c, ServiceConfig::Kpc(_)));
         let mut platform = Platform {
             kpc: None,
+            https_addr: None,
             router: Router::new(),
             tasks: TaskTracker::new(),
         };
@@ -115,11 +118,21 @@ impl Platform {
                 }
                 ServiceConfig::Kpc(c) => {
                     let replica = format!("{instance}-{}", ctx.replica);
+                    let (plain_auth, https) = (c.mqtt.auth, c.https.clone());
                     let kpc = Kpc::start(c, ctx.bus.clone(), replica, &ctx.metrics).await?;
-                    // 1/KP over HTTP, on this process's HTTP listener.
+                    // 1/KP over HTTP, on this process's HTTP listener, authenticated like plain MQTT.
                     platform.router = platform
                         .router
-                        .merge(crate::kp_http::router(kpc.gateway().clone()));
+                        .merge(crate::kp_http::router(kpc.gateway().clone(), plain_auth));
+                    if let Some(settings) = &https {
+                        let (addr, server) =
+                            crate::kp_https::serve(settings, kpc.gateway().clone(), ctx.shutdown.clone())
+                                .await?;
+                        platform.https_addr = Some(addr);
+                        platform.tasks.spawn(async move {
+                            let _ = server.await;
+                        });
+                    }
                     platform.kpc = Some(kpc);
                 }
             }
@@ -139,6 +152,21 @@ impl Platform {
     /// The gateway's MQTT over TLS address, if it has that listener.
     pub fn mqtts_addr(&self) -> Option<SocketAddr> {
         self.kpc.as_ref().and_then(Kpc::mqtts_addr)
+    }
+
+    /// The gateway's MQTT over WebSocket address, if it has that listener.
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.kpc.as_ref().and_then(Kpc::ws_addr)
+    }
+
+    /// The gateway's MQTT over secure WebSocket address, if it has that listener.
+    pub fn wss_addr(&self) -> Option<SocketAddr> {
+        self.kpc.as_ref().and_then(Kpc::wss_addr)
+    }
+
+    /// The gateway's 1/KP over HTTPS address, if it has that listener.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https_addr
     }
 
     /// Stops the gateway first (its clients are told, their endpoints announced disconnected),

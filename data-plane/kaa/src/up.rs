@@ -35,6 +35,17 @@ pub struct Args {
     /// Blueprint must configure `mqtts`).
     #[arg(long, env = "KAA_MQTTS_ADDR")]
     mqtts_addr: Option<String>,
+    /// MQTT over WebSocket listener of the gateway, used when the Blueprint configures `ws`.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "KAA_WS_ADDR")]
+    ws_addr: String,
+    /// MQTT over secure WebSocket listener of the gateway, replacing the Blueprint's
+    /// `wss.listen` (the Blueprint must configure `wss`).
+    #[arg(long, env = "KAA_WSS_ADDR")]
+    wss_addr: Option<String>,
+    /// 1/KP over HTTPS listener of the gateway, replacing the Blueprint's `https.listen` (the
+    /// Blueprint must configure `https`).
+    #[arg(long, env = "KAA_HTTPS_ADDR")]
+    https_addr: Option<String>,
     /// HTTP listener: REST APIs, `/health` and `/metrics`.
     #[arg(long, default_value = "127.0.0.1:8000", env = "KAA_HTTP_ADDR")]
     http_addr: String,
@@ -53,30 +64,69 @@ pub async fn up(args: Args) -> anyhow::Result<()> {
         ServiceConfig::Kpc(kpc) => Some(kpc),
         _ => None,
     });
+    let mqtts_flag = "--mqtts-addr (KAA_MQTTS_ADDR)";
+    let wss_flag = "--wss-addr (KAA_WSS_ADDR)";
+    let https_flag = "--https-addr (KAA_HTTPS_ADDR)";
     let mut listeners = Listeners::default();
     if let Some(kpc) = gateways.next() {
         kpc.mqtt.listen = args.mqtt_addr.clone();
-        match (&mut kpc.mqtts, &args.mqtts_addr) {
-            (Some(tls), Some(addr)) => tls.listen = addr.clone(),
-            (None, Some(_)) => anyhow::bail!(
-                "--mqtts-addr (KAA_MQTTS_ADDR) is set but the Blueprint's kpc has no `mqtts` \
-                 listener to move: add `mqtts` (certFile, keyFile, ...) to its config, see \
-                 blueprints/secured.yaml"
+        if let Some(ws) = &mut kpc.ws {
+            ws.listen = args.ws_addr.clone();
+        }
+        // The TLS listeners move only where the Blueprint configures them (certificates needed).
+        let moves = [
+            (
+                mqtts_flag,
+                &args.mqtts_addr,
+                "mqtts",
+                kpc.mqtts.as_mut().map(|l| &mut l.listen),
             ),
-            _ => {}
+            (
+                wss_flag,
+                &args.wss_addr,
+                "wss",
+                kpc.wss.as_mut().map(|l| &mut l.listen),
+            ),
+            (
+                https_flag,
+                &args.https_addr,
+                "https",
+                kpc.https.as_mut().map(|l| &mut l.listen),
+            ),
+        ];
+        for (flag, addr, field, listen) in moves {
+            match (listen, addr) {
+                (Some(listen), Some(addr)) => *listen = addr.clone(),
+                (None, Some(_)) => anyhow::bail!(
+                    "{flag} is set but the Blueprint's kpc has no `{field}` listener to move: add \
+                     `{field}` (certFile, keyFile, ...) to its config, see blueprints/secured.yaml"
+                ),
+                _ => {}
+            }
         }
         listeners = Listeners {
             mqtt: kpc.mqtt.auth,
-            mqtts: kpc.mqtts.as_ref().map(|t| (t.auth, t.client_certs)),
+            mqtts: kpc.mqtts.as_ref().map(|t| (t.auth, t.tls.client_certs)),
+            ws: kpc.ws.as_ref().map(|w| (w.auth, w.path.clone())),
+            wss: kpc
+                .wss
+                .as_ref()
+                .map(|w| (w.auth, w.tls.client_certs, w.path.clone())),
+            https: kpc.https.as_ref().map(|h| (h.auth, h.tls.client_certs)),
         };
+    } else {
+        let flags = [
+            (mqtts_flag, &args.mqtts_addr),
+            (wss_flag, &args.wss_addr),
+            (https_flag, &args.https_addr),
+        ];
+        if let Some((flag, _)) = flags.iter().find(|(_, addr)| addr.is_some()) {
+            anyhow::bail!("{flag} is set but the Blueprint has no kpc service");
+        }
     }
     anyhow::ensure!(
         gateways.next().is_none(),
         "`kaa up` runs one kpc instance; this Blueprint declares several"
-    );
-    anyhow::ensure!(
-        args.mqtts_addr.is_none() || listeners.mqtts.is_some(),
-        "--mqtts-addr (KAA_MQTTS_ADDR) is set but the Blueprint has no kpc service"
     );
 
     std::fs::create_dir_all(&args.data_dir)
@@ -112,11 +162,15 @@ pub async fn up(args: Args) -> anyhow::Result<()> {
 }
 
 /// How the gateway's listeners authenticate clients, for the banner.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct Listeners {
     mqtt: ClientAuthMode,
     /// The TLS listener's client authentication and client certificate mode, if there is one.
     mqtts: Option<(ClientAuthMode, ClientCertMode)>,
+    /// The WebSocket listener's client authentication and path.
+    ws: Option<(ClientAuthMode, String)>,
+    wss: Option<(ClientAuthMode, ClientCertMode, String)>,
+    https: Option<(ClientAuthMode, ClientCertMode)>,
 }
 
 /// What the banner says about a listener's client authentication.
@@ -156,14 +210,34 @@ fn print_banner(
         .mqtt_addr()
         .map(|a| (a.ip().to_string(), a.port()))
         .unwrap_or_default();
-    let mqtts = match (platform.mqtts_addr(), listeners.mqtts) {
-        (Some(addr), Some((auth, certs))) => format!(
+    let mut more = String::new();
+    if let (Some(addr), Some((auth, certs))) = (platform.mqtts_addr(), listeners.mqtts) {
+        more += &format!(
             "\n  MQTTS {addr}   (TLS, {}; {})",
             describe_client_certs(certs),
             describe_auth(auth)
-        ),
-        _ => String::new(),
-    };
+        );
+    }
+    if let (Some(addr), Some((auth, path))) = (platform.ws_addr(), &listeners.ws) {
+        more += &format!(
+            "\n  WS    ws://{addr}{path}   (MQTT over WebSocket; {})",
+            describe_auth(*auth)
+        );
+    }
+    if let (Some(addr), Some((auth, certs, path))) = (platform.wss_addr(), &listeners.wss) {
+        more += &format!(
+            "\n  WSS   wss://{addr}{path}   (MQTT over WebSocket and TLS, {}; {})",
+            describe_client_certs(*certs),
+            describe_auth(*auth)
+        );
+    }
+    if let (Some(addr), Some((auth, certs))) = (platform.https_addr(), listeners.https) {
+        more += &format!(
+            "\n  HTTPS https://{addr}   (1/KP: POST /kp1/...; TLS, {}; {})",
+            describe_client_certs(certs),
+            describe_auth(auth)
+        );
+    }
     let app_version = blueprint
         .spec
         .applications
@@ -199,7 +273,7 @@ fn print_banner(
     };
     println!(
         r#"kaa-rs is up: Blueprint `{name}`
-  MQTT  {mqtt}   ({mqtt_auth}){mqtts}
+  MQTT  {mqtt}   ({mqtt_auth}){more}
   HTTP  http://{http}   REST /epr/api/v1, /cm/api/v1, /ccm/api/v1, health /health, metrics /metrics
   admin {token}   ({token_note}: every REST call needs `Authorization: Bearer <its content>`;
         keep it secret, delete it and restart to get a new one)

@@ -33,7 +33,7 @@ mod request;
 mod revocation;
 mod roaming;
 
-pub use request::{Answer, BasicCredentials};
+pub use request::{Answer, BasicCredentials, Caller};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

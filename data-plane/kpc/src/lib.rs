@@ -8,8 +8,10 @@
 //! - `metrics`: the gateway's Prometheus metrics (connections, messages, replies, latency, auth
 //!   failures, timeouts, drops), registered in the process's registry.
 //! - `ratelimit`: failed-CONNECT token buckets per source address.
-//! - [`tls`]: the rustls server configuration of the MQTT over TLS listener, reloaded on change.
-//! - `mqtt`: MQTT 3.1.1/5 over TCP and TLS (accept loops, one task per connection, v3/v5 mapping).
+//! - [`tls`]: the rustls server configuration of the TLS listeners, reloaded on change, and the
+//!   handshake (shared with 1/KP over HTTPS, served by the `kaa` binary).
+//! - `mqtt`: MQTT 3.1.1/5 over TCP, TLS, WebSocket and WebSocket over TLS (accept loops, one task
+//!   per connection, v3/v5 mapping).
 //!
 //! A message's path: MQTT PUBLISH -> `mqtt::session` -> [`gateway::Gateway::handle_publish`] ->
 //! bus `kaa.v1.service.{ext}.esp.ClientData` -> extension -> bus replica subject ->
@@ -23,11 +25,12 @@ mod ratelimit;
 pub mod tls;
 pub mod tokens;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kaa_blueprint::config::{ClientAuthMode, ClientCertMode, KpcConfig};
+use kaa_blueprint::config::{ClientAuthMode, ClientCertMode, KpcConfig, TlsSettings, check_ws_path};
 use kaa_bus::metrics::Metrics;
 use kaa_bus::{Bus, BusError, Subscription};
 use kaa_protocol::avro::AvroRecord;
@@ -49,8 +52,13 @@ pub enum KpcError {
     Listen { addr: String, source: std::io::Error },
     #[error("cannot subscribe on the bus: {0}")]
     Bus(#[from] BusError),
-    #[error("MQTT over TLS: {0}")]
-    Tls(#[from] TlsError),
+    #[error("{listener}: {source}")]
+    Tls {
+        listener: &'static str,
+        source: TlsError,
+    },
+    #[error("{listener}.path {why}")]
+    WebSocketPath { listener: &'static str, why: String },
 }
 
 /// A running KPC replica.
@@ -58,7 +66,8 @@ pub enum KpcError {
 pub struct Kpc {
     gateway: Arc<Gateway>,
     mqtt_addr: SocketAddr,
-    mqtts_addr: Option<SocketAddr>,
+    /// Every listener's address, by name (`mqtt`, `mqtts`, `ws`, `wss`).
+    addrs: BTreeMap<&'static str, SocketAddr>,
     /// Cancelled first: stop accepting, drain the sessions.
     shutdown: CancellationToken,
     /// Cancelled when the drain is over (or timed out): end every session now, stop routing.
@@ -76,18 +85,16 @@ impl Kpc {
         replica_id: String,
         metrics: &Metrics,
     ) -> Result<Kpc, KpcError> {
-        // Fail before binding anything if the TLS files are unusable.
-        let tls = match &config.mqtts {
-            Some(settings) => Some(Arc::new(TlsFiles::load(settings.clone())?)),
-            None => None,
-        };
+        // Fail before binding anything if the TLS files or paths are unusable.
+        let plain = ListenerSpec::plain(&config);
+        let optional = ListenerSpec::optional(&config)?;
         let gateway = Gateway::new(config, bus.clone(), replica_id, metrics);
         let config = gateway.config();
-        let (mqtt_listener, mqtt_addr) = bind(&config.mqtt.listen).await?;
-        let mqtts = match (&config.mqtts, tls) {
-            (Some(settings), Some(tls)) => Some((bind(&settings.listen).await?, settings.auth, tls)),
-            _ => None,
-        };
+        let (mqtt_socket, mqtt_addr) = bind(&plain.listen).await?;
+        let mut bound = vec![((mqtt_socket, mqtt_addr), plain)];
+        for spec in optional {
+            bound.push((bind(&spec.listen).await?, spec));
+        }
         // Subscribed before the listeners serve anyone, so no answer or revocation is missed.
         let replies = bus.subscribe(gateway.reply_subject(), None).await?;
         // Every replica must see every revocation: no queue group.
@@ -130,44 +137,35 @@ impl Kpc {
             }
         });
 
-        warn_about_auth("mqtt", mqtt_addr, config.mqtt.auth, None);
-        let plain = Listener {
-            name: "mqtt",
-            connections: gateway.metrics().connections("mqtt"),
-            gateway: gateway.clone(),
-            auth: config.mqtt.auth,
-            tls: None,
-            shutdown: shutdown.clone(),
-            stop_now: stop_now.clone(),
-        };
-        tasks.spawn(mqtt::accept_loop(
-            mqtt_listener,
-            Arc::new(plain),
-            sessions.clone(),
-        ));
-        tracing::info!(%mqtt_addr, instance = config.instance, auth = ?config.mqtt.auth, "KPC listening for MQTT");
-
-        let mut mqtts_addr = None;
-        if let Some(((socket, addr), auth, tls)) = mqtts {
-            let client_certs = config.mqtts.as_ref().map(|s| s.client_certs);
-            warn_about_auth("mqtts", addr, auth, client_certs);
-            let secure = Listener {
-                name: "mqtts",
-                connections: gateway.metrics().connections("mqtts"),
+        let mut addrs = BTreeMap::new();
+        for ((socket, addr), spec) in bound {
+            warn_about_auth(spec.name, addr, spec.auth, spec.client_certs);
+            tracing::info!(
+                listener = spec.name,
+                %addr,
+                instance = config.instance,
+                auth = ?spec.auth,
+                client_certs = ?spec.client_certs,
+                websocket_path = spec.websocket,
+                "KPC listening"
+            );
+            let listener = Listener {
+                name: spec.name,
+                connections: gateway.metrics().connections(spec.name),
                 gateway: gateway.clone(),
-                auth,
-                tls: Some(tls),
+                auth: spec.auth,
+                tls: spec.tls,
+                websocket: spec.websocket,
                 shutdown: shutdown.clone(),
                 stop_now: stop_now.clone(),
             };
-            tasks.spawn(mqtt::accept_loop(socket, Arc::new(secure), sessions.clone()));
-            tracing::info!(mqtts_addr = %addr, auth = ?auth, client_certs = ?client_certs, "KPC listening for MQTT over TLS");
-            mqtts_addr = Some(addr);
+            tasks.spawn(mqtt::accept_loop(socket, Arc::new(listener), sessions.clone()));
+            addrs.insert(spec.name, addr);
         }
         Ok(Kpc {
             gateway,
             mqtt_addr,
-            mqtts_addr,
+            addrs,
             shutdown,
             stop_now,
             tasks,
@@ -181,7 +179,17 @@ impl Kpc {
 
     /// The MQTT over TLS listener's address, if `mqtts` is configured.
     pub fn mqtts_addr(&self) -> Option<SocketAddr> {
-        self.mqtts_addr
+        self.addrs.get("mqtts").copied()
+    }
+
+    /// The MQTT over WebSocket listener's address, if `ws` is configured.
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.addrs.get("ws").copied()
+    }
+
+    /// The MQTT over WebSocket over TLS listener's address, if `wss` is configured.
+    pub fn wss_addr(&self) -> Option<SocketAddr> {
+        self.addrs.get("wss").copied()
     }
 
     pub fn gateway(&self) -> &Arc<Gateway> {
@@ -220,6 +228,78 @@ impl Kpc {
 
 /// How often a drain checks for requests still in flight.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
+
+/// One configured MQTT listener, before it is bound.
+struct ListenerSpec {
+    name: &'static str,
+    listen: String,
+    auth: ClientAuthMode,
+    /// TLS listeners only.
+    tls: Option<Arc<TlsFiles>>,
+    client_certs: Option<ClientCertMode>,
+    /// WebSocket listeners only: the upgrade path.
+    websocket: Option<String>,
+}
+
+impl ListenerSpec {
+    /// The plain MQTT listener, always there.
+    fn plain(config: &KpcConfig) -> ListenerSpec {
+        ListenerSpec {
+            name: "mqtt",
+            listen: config.mqtt.listen.clone(),
+            auth: config.mqtt.auth,
+            tls: None,
+            client_certs: None,
+            websocket: None,
+        }
+    }
+
+    /// The other listeners `config` asks for; loads their TLS files.
+    fn optional(config: &KpcConfig) -> Result<Vec<ListenerSpec>, KpcError> {
+        let tls = |listener, settings: &TlsSettings| match TlsFiles::load(settings.clone()) {
+            Ok(files) => Ok((Some(Arc::new(files)), Some(settings.client_certs))),
+            Err(source) => Err(KpcError::Tls { listener, source }),
+        };
+        let path = |listener, path: &str| match check_ws_path(path) {
+            Ok(()) => Ok(Some(path.to_owned())),
+            Err(why) => Err(KpcError::WebSocketPath { listener, why }),
+        };
+        let mut specs = Vec::new();
+        if let Some(s) = &config.mqtts {
+            let (tls, client_certs) = tls("mqtts", &s.tls)?;
+            specs.push(ListenerSpec {
+                name: "mqtts",
+                listen: s.listen.clone(),
+                auth: s.auth,
+                tls,
+                client_certs,
+                websocket: None,
+            });
+        }
+        if let Some(s) = &config.ws {
+            specs.push(ListenerSpec {
+                name: "ws",
+                listen: s.listen.clone(),
+                auth: s.auth,
+                tls: None,
+                client_certs: None,
+                websocket: path("ws", &s.path)?,
+            });
+        }
+        if let Some(s) = &config.wss {
+            let (tls, client_certs) = tls("wss", &s.tls)?;
+            specs.push(ListenerSpec {
+                name: "wss",
+                listen: s.listen.clone(),
+                auth: s.auth,
+                tls,
+                client_certs,
+                websocket: path("wss", &s.path)?,
+            });
+        }
+        Ok(specs)
+    }
+}
 
 async fn bind(addr: &str) -> Result<(TcpListener, SocketAddr), KpcError> {
     let listener = TcpListener::bind(addr).await.map_err(|source| KpcError::Listen {

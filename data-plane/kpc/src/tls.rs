@@ -1,6 +1,6 @@
-//! MQTT over TLS: the rustls server configuration (ring is the only crypto provider), reloaded
-//! when the certificate, key or CA files change, and what KPC takes from a verified client
-//! certificate for 16/ECAP.
+//! TLS listeners (MQTT over TLS, MQTT over secure WebSocket, 1/KP over HTTPS): the rustls server
+//! configuration (ring is the only crypto provider), reloaded when the certificate, key or CA
+//! files change; the handshake; and what KPC takes from a verified client certificate for 16/ECAP.
 //!
 //! Client certificates are verified by rustls' `WebPkiClientVerifier` against `clientCaFile`
 //! (chain, signature, validity period) during the handshake; the credential provider then only
@@ -10,12 +10,15 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use kaa_blueprint::config::{ClientCertMode, MqttsSettings};
+use kaa_blueprint::config::{ClientCertMode, TlsSettings};
 use rustls::RootCertStore;
 use rustls::server::{ServerConfig, WebPkiClientVerifier};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpStream;
+use tokio::time::timeout_at;
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 
 use crate::auth::CertificateIdentity;
 
@@ -36,10 +39,19 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
-/// The TLS acceptor of the MQTT over TLS listener, rebuilt when its files change.
+/// Why a TLS handshake did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("TLS handshake failed: {0}")]
+    Failed(std::io::Error),
+    #[error("TLS handshake timed out")]
+    TimedOut,
+}
+
+/// The TLS acceptor of one listener, rebuilt when its files change.
 #[derive(Debug)]
-pub(crate) struct TlsFiles {
-    settings: MqttsSettings,
+pub struct TlsFiles {
+    settings: TlsSettings,
     loaded: Mutex<Loaded>,
 }
 
@@ -55,7 +67,7 @@ type Stamp = Option<(SystemTime, u64)>;
 
 impl TlsFiles {
     /// Loads the files once; an error here stops KPC from starting.
-    pub(crate) fn load(settings: MqttsSettings) -> Result<TlsFiles, TlsError> {
+    pub fn load(settings: TlsSettings) -> Result<TlsFiles, TlsError> {
         let stamps = stamps(&settings);
         let config = server_config(&settings)?;
         Ok(TlsFiles {
@@ -75,7 +87,7 @@ impl TlsFiles {
 
     /// The acceptor for a new connection. At most once per second it checks whether the files
     /// changed and, if so, rebuilds the configuration; a broken new file keeps the old one.
-    pub(crate) fn acceptor(&self) -> TlsAcceptor {
+    pub fn acceptor(&self) -> TlsAcceptor {
         let mut loaded = self.loaded();
         if loaded.checked.elapsed() >= RELOAD_CHECK_INTERVAL {
             loaded.checked = Instant::now();
@@ -100,9 +112,30 @@ impl TlsFiles {
         }
         TlsAcceptor::from(loaded.config.clone())
     }
+
+    /// Runs the server handshake on `stream` until `deadline` (in the connection's own task, so
+    /// a stalled client holds up no one else); returns the TLS stream and the identity of the
+    /// client certificate rustls verified, if one was presented.
+    pub async fn handshake(
+        &self,
+        stream: TcpStream,
+        deadline: tokio::time::Instant,
+    ) -> Result<(TlsStream<TcpStream>, Option<CertificateIdentity>), HandshakeError> {
+        let tls = timeout_at(deadline, self.acceptor().accept(stream))
+            .await
+            .map_err(|_| HandshakeError::TimedOut)?
+            .map_err(HandshakeError::Failed)?;
+        let certificate = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|leaf| certificate_identity(leaf));
+        Ok((tls, certificate))
+    }
 }
 
-fn stamps(s: &MqttsSettings) -> Vec<Stamp> {
+fn stamps(s: &TlsSettings) -> Vec<Stamp> {
     let stamp = |path: &str| {
         let meta = std::fs::metadata(path).ok()?;
         Some((meta.modified().ok()?, meta.len()))
@@ -115,7 +148,7 @@ fn stamps(s: &MqttsSettings) -> Vec<Stamp> {
 }
 
 /// Builds the server configuration from the files, with the ring provider explicitly.
-pub(crate) fn server_config(s: &MqttsSettings) -> Result<Arc<ServerConfig>, TlsError> {
+pub(crate) fn server_config(s: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let certs = read_certs(&s.cert_file)?;
     let key = PrivateKeyDer::from_pem_file(&s.key_file).map_err(|e| TlsError::Pem {
@@ -171,6 +204,6 @@ fn read_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 
 /// Issuer and serial number of a (verified) client certificate, derived exactly as the
 /// credential provider derives them from an uploaded certificate; `None` if it does not parse.
-pub(crate) fn certificate_identity(der: &[u8]) -> Option<CertificateIdentity> {
+fn certificate_identity(der: &[u8]) -> Option<CertificateIdentity> {
     CertificateIdentity::from_der(der).ok()
 }

@@ -183,15 +183,15 @@ async fn unusable_tls_files_stop_the_start() {
     let pki = Pki::new("Test CA");
     let mut cfg = config(ClientAuthMode::Password);
     let mut mqtts = pki.mqtts(ClientCertMode::Required, ClientAuthMode::Certificate);
-    mqtts.client_ca_file = None;
+    mqtts.tls.client_ca_file = None;
     cfg.mqtts = Some(mqtts.clone());
     let err = Kpc::start(cfg.clone(), bus.clone(), "k".into(), &Metrics::new())
         .await
         .unwrap_err();
     assert!(err.to_string().contains("clientCaFile"), "{err}");
 
-    mqtts.client_certs = ClientCertMode::None;
-    mqtts.key_file = pki.path("missing.key").display().to_string();
+    mqtts.tls.client_certs = ClientCertMode::None;
+    mqtts.tls.key_file = pki.path("missing.key").display().to_string();
     cfg.mqtts = Some(mqtts);
     let err = Kpc::start(cfg, bus, "k".into(), &Metrics::new())
         .await

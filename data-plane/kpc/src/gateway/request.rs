@@ -1,4 +1,4 @@
-//! One synchronous 1/KP request, for request/response transports (1/KP over HTTP).
+//! One synchronous 1/KP request, for request/response transports (1/KP over HTTP and HTTPS).
 //!
 //! The request takes the same path as an MQTT PUBLISH, through a session of its own that lives
 //! for this request only: the topic is checked, the token identified, the extension asked, and
@@ -14,7 +14,7 @@ use kaa_protocol::error::KpError;
 use rmqtt_codec::types::QoS;
 
 use super::Gateway;
-use crate::auth::{AuthError, Presented};
+use crate::auth::{AuthError, CertificateIdentity, Presented};
 use crate::metrics::{AuthFailure, ReplyKind};
 
 /// The answer to a synchronous request.
@@ -39,35 +39,43 @@ impl std::fmt::Debug for BasicCredentials<'_> {
     }
 }
 
+/// Who sent a synchronous request, and how the listener it came through authenticates clients.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    /// The client's address (for the failed-authentication rate limit).
+    pub peer: IpAddr,
+    /// The listener's mode: 1/KP over plain HTTP follows the plain MQTT listener's, HTTPS has
+    /// its own.
+    pub auth: ClientAuthMode,
+    pub credentials: Option<BasicCredentials<'a>>,
+    /// The verified TLS client certificate (HTTPS).
+    pub certificate: Option<&'a CertificateIdentity>,
+}
+
 impl Gateway {
     /// Handles one 1/KP request and waits for its answer. `topic` is a request topic
-    /// (`kp1/{appVersion}/{ext}/{token}/{path}`); `peer` is the client's address (for the
-    /// failed-authentication rate limit). Clients authenticate as on the plain MQTT listener:
-    /// not at all with `auth: none`, else with username and password (HTTP Basic); a listener
-    /// that takes certificates only admits no plain-HTTP client.
-    pub async fn request(
-        &self,
-        peer: IpAddr,
-        credentials: Option<BasicCredentials<'_>>,
-        topic: &str,
-        payload: Bytes,
-    ) -> Answer {
-        let mode = match self.config.mqtt.auth {
-            // Plain HTTP carries no client certificate: only passwords can work.
-            ClientAuthMode::Certificate => {
-                self.metrics.auth_failure(AuthFailure::NotAuthorized);
-                return Answer::Error(KpError::new(
-                    401,
-                    "this gateway admits certificate clients only, which plain HTTP cannot carry",
-                ));
-            }
-            ClientAuthMode::PasswordOrCertificate => ClientAuthMode::Password,
-            other => other,
-        };
+    /// (`kp1/{appVersion}/{ext}/{token}/{path}`). Clients authenticate as at an MQTT CONNECT on
+    /// the caller's listener: not at all with `auth: none`, else with username and password
+    /// (HTTP Basic) or a registered client certificate.
+    pub async fn request(&self, caller: Caller<'_>, topic: &str, payload: Bytes) -> Answer {
+        let Caller {
+            peer,
+            auth: mode,
+            credentials,
+            certificate,
+        } = caller;
+        if mode == ClientAuthMode::Certificate && certificate.is_none() {
+            self.metrics.auth_failure(AuthFailure::NotAuthorized);
+            return Answer::Error(KpError::new(
+                401,
+                "this listener admits clients with a registered TLS client certificate only, \
+                 and none was presented",
+            ));
+        }
         let presented = Presented {
             username: credentials.map(|c| c.username),
             password: credentials.map(|c| c.password),
-            certificate: None,
+            certificate,
         };
         let client = match self.auth.authenticate(mode, peer, presented).await {
             Ok(client) => client,

@@ -1,37 +1,45 @@
-//! MQTT 3.1.1 and 5 over TCP and over TLS: accept loops and one task per connection.
+//! MQTT 3.1.1 and 5 over TCP, TLS, WebSocket and WebSocket over TLS: accept loops and one task
+//! per connection.
 //!
 //! Not a broker: every PUBLISH goes to the [`Gateway`](crate::gateway::Gateway), and the only
 //! messages a client receives are the answers and pushes the gateway addresses to its session.
-//! The accept loop only accepts: the TLS handshake, CONNECT and client authentication all run in
-//! the connection's own task under the connect deadline, so a stalled client delays no one else.
+//! The accept loop only accepts: the TLS handshake, the WebSocket upgrade, CONNECT and client
+//! authentication all run in the connection's own task under the connect deadline, so a stalled
+//! client delays no one else.
 
 mod session;
 mod wire;
+mod ws;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use kaa_blueprint::config::ClientAuthMode;
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::CertificateIdentity;
 use crate::gateway::Gateway;
-use crate::tls::{TlsFiles, certificate_identity};
+use crate::tls::TlsFiles;
 
 /// What every connection of one listener shares.
 #[derive(Debug)]
 pub(crate) struct Listener {
-    /// For logs: `mqtt` or `mqtts`.
+    /// For logs: `mqtt`, `mqtts`, `ws` or `wss`.
     pub name: &'static str,
     /// Its open sessions (`kaa_kpc_connections{transport=name}`).
     pub connections: Gauge,
     pub gateway: Arc<Gateway>,
     pub auth: ClientAuthMode,
-    /// Present on the TLS listener.
+    /// Present on the TLS listeners.
     pub tls: Option<Arc<TlsFiles>>,
+    /// The upgrade path, on the WebSocket listeners.
+    pub websocket: Option<String>,
     /// Cancelled when the replica drains: stop accepting; sessions end once nothing is in flight.
     pub shutdown: CancellationToken,
     /// Cancelled when the drain is over: sessions end now.
@@ -50,40 +58,8 @@ pub(crate) async fn accept_loop(socket: TcpListener, listener: Arc<Listener>, se
             Ok((stream, peer)) => {
                 let deadline = Instant::now() + connect_timeout;
                 let _ = stream.set_nodelay(true);
-                let acceptor = listener.tls.as_ref().map(|tls| tls.acceptor());
                 let listener = listener.clone();
-                sessions.spawn(async move {
-                    let served = match acceptor {
-                        None => session::serve(stream, peer, None, deadline, &listener).await,
-                        Some(acceptor) => {
-                            let handshake = tokio::select! {
-                                _ = listener.shutdown.cancelled() => return,
-                                h = timeout_at(deadline, acceptor.accept(stream)) => h,
-                            };
-                            let tls = match handshake {
-                                Ok(Ok(tls)) => tls,
-                                Ok(Err(e)) => {
-                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                    return;
-                                }
-                                Err(_) => {
-                                    tracing::debug!(%peer, "TLS handshake timed out");
-                                    return;
-                                }
-                            };
-                            let certificate = tls
-                                .get_ref()
-                                .1
-                                .peer_certificates()
-                                .and_then(|chain| chain.first())
-                                .and_then(|leaf| certificate_identity(leaf));
-                            session::serve(tls, peer, certificate, deadline, &listener).await
-                        }
-                    };
-                    if let Err(e) = served {
-                        tracing::debug!(%peer, listener = listener.name, error = %e, "MQTT connection ended");
-                    }
-                });
+                sessions.spawn(async move { connection(stream, peer, deadline, &listener).await });
             }
             // Out of file descriptors or similar: keep serving the clients we have.
             Err(e) => {
@@ -91,5 +67,60 @@ pub(crate) async fn accept_loop(socket: TcpListener, listener: Arc<Listener>, se
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// One connection: the TLS handshake (TLS listeners), then the session.
+async fn connection(stream: TcpStream, peer: SocketAddr, deadline: Instant, listener: &Listener) {
+    let served = match &listener.tls {
+        None => over(stream, peer, None, deadline, listener).await,
+        Some(tls) => match until_shutdown(listener, tls.handshake(stream, deadline)).await {
+            None => return,
+            Some(Ok((tls, certificate))) => over(tls, peer, certificate, deadline, listener).await,
+            Some(Err(e)) => {
+                tracing::debug!(%peer, listener = listener.name, error = %e, "no TLS connection");
+                return;
+            }
+        },
+    };
+    if let Err(e) = served {
+        tracing::debug!(%peer, listener = listener.name, error = %e, "MQTT connection ended");
+    }
+}
+
+/// The session over `stream`, through the WebSocket upgrade on WebSocket listeners.
+async fn over<S>(
+    stream: S,
+    peer: SocketAddr,
+    certificate: Option<CertificateIdentity>,
+    deadline: Instant,
+    listener: &Listener,
+) -> Result<(), session::SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let Some(path) = &listener.websocket else {
+        return session::serve(stream, peer, certificate, deadline, listener).await;
+    };
+    let max_packet = listener.gateway.config().limits.max_packet_bytes;
+    let upgrade = timeout_at(deadline, ws::accept(stream, path, max_packet));
+    let upgraded = match until_shutdown(listener, upgrade).await {
+        None => return Err(session::SessionError::Shutdown),
+        Some(Ok(Ok(ws))) => ws,
+        Some(Ok(Err(e))) => {
+            tracing::debug!(%peer, listener = listener.name, error = %e, "WebSocket upgrade refused or failed");
+            return Ok(());
+        }
+        Some(Err(_)) => return Err(session::SessionError::ConnectTimeout),
+    };
+    session::serve(upgraded, peer, certificate, deadline, listener).await
+}
+
+/// `step` (a handshake before the session), or `None` at shutdown. Sessions see shutdown
+/// themselves, to say goodbye.
+async fn until_shutdown<T>(listener: &Listener, step: impl Future<Output = T>) -> Option<T> {
+    tokio::select! {
+        _ = listener.shutdown.cancelled() => None,
+        done = step => Some(done),
     }
 }

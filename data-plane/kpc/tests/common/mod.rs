@@ -14,6 +14,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use kaa_blueprint::config::{
     AppVersionRoute, ClientAuthMode, ClientCertMode, KpcConfig, KpcLimits, MqttSettings, MqttsSettings,
+    TlsSettings,
 };
 use kaa_bus::Bus;
 use kaa_protocol::avro::AvroRecord;
@@ -52,6 +53,9 @@ pub fn config(auth: ClientAuthMode) -> KpcConfig {
             auth,
         },
         mqtts: None,
+        ws: None,
+        wss: None,
+        https: None,
         limits: KpcLimits {
             auth_timeout_ms: 500,
             ..KpcLimits::default()
@@ -369,11 +373,19 @@ impl Pki {
     pub fn mqtts(&self, client_certs: ClientCertMode, auth: ClientAuthMode) -> MqttsSettings {
         MqttsSettings {
             listen: "127.0.0.1:0".into(),
+            tls: self.tls(client_certs),
+            auth,
+        }
+    }
+
+    /// The server side of a TLS listener: this PKI's server certificate, clients checked
+    /// against its CA.
+    pub fn tls(&self, client_certs: ClientCertMode) -> TlsSettings {
+        TlsSettings {
             cert_file: self.path("server.pem").display().to_string(),
             key_file: self.path("server.key").display().to_string(),
             client_ca_file: Some(self.path("ca.pem").display().to_string()),
             client_certs,
-            auth,
         }
     }
 }
