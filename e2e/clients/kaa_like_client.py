@@ -2,9 +2,10 @@
 paho-mqtt, MQTT 3.1.1, empty client id, clean session, QoS 0, never SUBSCRIBEs, random request
 ids 1..99, and a callback registered for the exact reply topic only.
 
-Reports metadata with EPMX `update/keys`, waits for the `/status` reply, prints one JSON line with
-what it received, and exits 0 on success (1 on timeout). `--transport websockets` connects over
-MQTT over WebSocket (paho offers the `mqtt` subprotocol), `--mqtt5` speaks MQTT 5.
+Reports metadata with EPMX `update/keys` (or sends `--metadata` to another EPMX `--path`), waits
+for the reply, prints one JSON line with what it received, and exits 0 on success (1 on timeout).
+`--transport websockets` connects over MQTT over WebSocket (paho offers the `mqtt` subprotocol),
+`--ca FILE` over TLS trusting that CA, `--mqtt5` speaks MQTT 5.
 """
 import argparse
 import json
@@ -22,10 +23,12 @@ parser.add_argument("--metadata", required=True, help="JSON object")
 parser.add_argument("--transport", choices=["tcp", "websockets"], default="tcp")
 parser.add_argument("--ws-path", default="/mqtt")
 parser.add_argument("--mqtt5", action="store_true")
+parser.add_argument("--path", default="update/keys", help="EPMX resource path")
+parser.add_argument("--ca", help="CA bundle (PEM): connect over TLS")
 args = parser.parse_args()
 
 request_id = random.randint(1, 99)
-topic = f"kp1/{args.app_version}/epmx/{args.token}/update/keys/{request_id}"
+topic = f"kp1/{args.app_version}/epmx/{args.token}/{args.path}/{request_id}"
 received = {}
 done = threading.Event()
 
@@ -48,6 +51,8 @@ else:
                          protocol=mqtt.MQTTv311, transport=args.transport)
 if args.transport == "websockets":
     client.ws_set_options(path=args.ws_path)
+if args.ca:
+    client.tls_set(ca_certs=args.ca)
 client.on_message = on_other
 client.message_callback_add(topic + "/status", on_reply)
 client.message_callback_add(topic + "/error", on_reply)

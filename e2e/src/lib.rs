@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
+pub mod pki;
+
 use kaa_testkit::{NatsServer, free_port};
 use serde_json::{Value, json};
 

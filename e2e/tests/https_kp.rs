@@ -5,48 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
-use std::path::Path;
-
 use kaa_e2e::Platform;
+use kaa_e2e::pki::{ca, issue};
 use kaa_testkit::free_port;
 use serde_json::{Value, json};
 
 const AV: &str = "demo_application_v1";
-
-/// A CA and a certificate it signed, written as `{name}.pem` and `{name}.key` in `dir`.
-fn issue(dir: &Path, name: &str, ca: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>, server: bool) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let names = if server {
-        vec!["localhost".to_owned(), "127.0.0.1".to_owned()]
-    } else {
-        Vec::new()
-    };
-    let mut params = rcgen::CertificateParams::new(names).unwrap();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(rcgen::DnType::CommonName, name);
-    params.extended_key_usages = vec![if server {
-        rcgen::ExtendedKeyUsagePurpose::ServerAuth
-    } else {
-        rcgen::ExtendedKeyUsagePurpose::ClientAuth
-    }];
-    let cert = params.signed_by(&key, ca).unwrap();
-    std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
-    std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
-}
-
-fn ca(dir: &Path, name: &str) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(rcgen::DnType::CommonName, name);
-    params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap();
-    std::fs::write(dir.join(format!("{name}.pem")), ca.pem()).unwrap();
-    ca
-}
 
 /// What curl got: HTTP status (0 when there was no HTTP answer), Content-Type and body.
 #[derive(Debug, PartialEq)]
