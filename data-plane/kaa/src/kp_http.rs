@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine as _;
 use futures_util::StreamExt as _;
-use kaa_kpc::gateway::{Answer, BasicCredentials, Gateway};
+use kaa_kpc::gateway::{Answer, BasicCredentials, Gateway, Limit};
 use kaa_protocol::error::KpError;
 
 /// The path prefix of 1/KP requests; open to devices (see `http::OPEN_PREFIXES`).
@@ -41,6 +41,11 @@ async fn handle(State(gateway): State<Arc<Gateway>>, Path(path): Path<String>, r
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    // Before the body is read: requests beyond the limit hold no memory.
+    let admitted = match gateway.admit_http_request() {
+        Ok(admitted) => admitted,
+        Err(error) => return error_response(&error),
+    };
     let (parts, body) = request.into_parts();
     let basic = match basic_credentials(&parts.headers) {
         Ok(basic) => basic,
@@ -49,13 +54,21 @@ async fn handle(State(gateway): State<Arc<Gateway>>, Path(path): Path<String>, r
     let limit = gateway.config().limits.max_payload_bytes;
     let payload = match read_limited(body, &parts.headers, limit).await {
         Ok(payload) => payload,
-        Err(error) => return error_response(&error),
+        Err(error) => {
+            if error.status_code == 413 {
+                gateway.count_refusal(Limit::Payload);
+            }
+            return error_response(&error);
+        }
     };
     let credentials = basic
         .as_ref()
         .map(|(username, password)| BasicCredentials { username, password });
     let topic = format!("kp1/{path}");
-    match gateway.request(peer, credentials, &topic, payload).await {
+    match gateway
+        .request(admitted, peer, credentials, &topic, payload)
+        .await
+    {
         Answer::Status(payload) => {
             let content_type = if serde_json::from_slice::<serde::de::IgnoredAny>(&payload).is_ok() {
                 "application/json"
@@ -171,6 +184,63 @@ mod tests {
                 .status_code,
             401
         );
+    }
+
+    /// Status and body of `POST /kp1/av1/ext/tok-1/x` with `body` on the 1/KP routes of `gateway`.
+    async fn post(gateway: &Arc<Gateway>, body: &'static [u8]) -> (StatusCode, serde_json::Value) {
+        use tower::ServiceExt as _;
+        let request = Request::post("/kp1/av1/ext/tok-1/x")
+            .body(Body::from(body))
+            .unwrap();
+        let response = router(gateway.clone()).oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn requests_beyond_the_in_flight_limit_get_429_before_their_body_is_read() {
+        use kaa_blueprint::config::{KpcConfig, KpcLimits};
+        use kaa_bus::metrics::Metrics;
+        let config = KpcConfig {
+            instance: "kpc".into(),
+            token_provider: "cm".into(),
+            app_versions: Default::default(),
+            mqtt: Default::default(),
+            mqtts: None,
+            limits: KpcLimits {
+                max_http_requests_in_flight: 1,
+                max_payload_bytes: 4,
+                ..KpcLimits::default()
+            },
+        };
+        let metrics = Metrics::new();
+        let gateway = Gateway::new(config, kaa_bus::Bus::in_process(), "kpc-0".into(), &metrics);
+        let refusals = |limit: &str| {
+            let series = format!(r#"kaa_kpc_limit_refusals_total{{limit="{limit}"}} "#);
+            let text = metrics.encode();
+            text.lines()
+                .find_map(|l| l.strip_prefix(series.as_str()).map(str::to_owned))
+                .unwrap_or_default()
+        };
+
+        let held = gateway.admit_http_request().unwrap();
+        let (status, body) = post(&gateway, b"a body too large anyway").await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+        assert_eq!(body["statusCode"], 429);
+        assert!(
+            body["reasonPhrase"]
+                .as_str()
+                .is_some_and(|r| r.contains("maxHttpRequestsInFlight")),
+            "{body}"
+        );
+        assert_eq!(refusals("http_in_flight"), "1");
+
+        drop(held);
+        let (status, body) = post(&gateway, b"too large").await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+        assert_eq!(refusals("payload"), "1");
+        assert_eq!(refusals("http_in_flight"), "1");
     }
 
     #[tokio::test]
