@@ -498,3 +498,14 @@ async fn http_requests_beyond_max_http_in_flight_get_429() {
     assert!(again.is_ok(), "{again:?}");
     kpc.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_config_with_a_limit_that_refuses_everyone_does_not_start() {
+    let mut config = common::config(ClientAuthMode::None);
+    config.limits.max_in_flight_per_connection = 0;
+    let refused = Kpc::start(config, Bus::in_process(), "kpc-test".into(), &Metrics::new()).await;
+    assert_eq!(
+        refused.unwrap_err().to_string(),
+        "limits.maxInFlightPerConnection: must be at least 1"
+    );
+}
