@@ -69,3 +69,23 @@ async fn refusals_are_counted_and_the_platform_stays_healthy() {
         .await;
     assert_eq!(suffix, "/status", "the connection within the limit is served");
 }
+
+#[test]
+fn kaa_run_refuses_a_config_whose_limit_refuses_everyone() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kpc.json");
+    let text = r#"{"kind":"kpc","instance":"kpc","tokenProvider":"cm","appVersions":{},
+                   "limits":{"maxKeepaliveSecs":0}}"#;
+    std::fs::write(&config, text).unwrap();
+    let out = std::process::Command::new(kaa_e2e::kaa_bin())
+        .args(["run", "kpc", "--config", config.to_str().unwrap()])
+        .args(["--nats-url", "nats://127.0.0.1:1", "--http-addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("kpc.json: limits.maxKeepaliveSecs: must be at least 1"),
+        "{stderr}"
+    );
+}

@@ -12,8 +12,10 @@ use crate::ServiceKind;
 /// The rendered configuration of one service instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
-// One value per service instance, loaded once: boxing the large KPC variant would save nothing.
-#[allow(clippy::large_enum_variant)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one value per service instance, loaded once: boxing would buy nothing"
+)]
 pub enum ServiceConfig {
     Kpc(KpcConfig),
     Epr(EprConfig),

@@ -66,9 +66,6 @@ pub(crate) fn render_checked(blueprint: &Blueprint, p: &mut Problems) -> Vec<Ren
         let instance = service.instance_name().to_owned();
         let config = match service.kind {
             ServiceKind::Kpc => settings::<KpcSettings>(service, i, p).map(|s| {
-                for (key, why) in s.limits.problems() {
-                    p.fail(format!("spec.services[{i}].config.limits.{key}"), why);
-                }
                 ServiceConfig::Kpc(KpcConfig {
                     instance,
                     token_provider: cm.clone(),
@@ -105,6 +102,11 @@ pub(crate) fn render_checked(blueprint: &Blueprint, p: &mut Problems) -> Vec<Ren
                 })
             }),
         };
+        if let Some(ServiceConfig::Kpc(kpc)) = &config {
+            for (key, why) in kpc.limits.problems() {
+                p.fail(format!("spec.services[{i}].config.limits.{key}"), why);
+            }
+        }
         if let Some(config) = config {
             rendered.push(RenderedService {
                 replicas: service.replicas,

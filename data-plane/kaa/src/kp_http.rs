@@ -41,14 +41,14 @@ async fn handle(State(gateway): State<Arc<Gateway>>, Path(path): Path<String>, r
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-    // Before the body is read: requests beyond the limit hold no memory.
-    let admitted = match gateway.admit_http_request() {
-        Ok(admitted) => admitted,
-        Err(error) => return error_response(&error),
-    };
     let (parts, body) = request.into_parts();
     let basic = match basic_credentials(&parts.headers) {
         Ok(basic) => basic,
+        Err(error) => return error_response(&error),
+    };
+    // Held until the answer; taken before the body is read, so refused requests hold no memory.
+    let _admitted = match gateway.admit_http_request() {
+        Ok(admitted) => admitted,
         Err(error) => return error_response(&error),
     };
     let limit = gateway.config().limits.max_payload_bytes;
@@ -65,10 +65,7 @@ async fn handle(State(gateway): State<Arc<Gateway>>, Path(path): Path<String>, r
         .as_ref()
         .map(|(username, password)| BasicCredentials { username, password });
     let topic = format!("kp1/{path}");
-    match gateway
-        .request(admitted, peer, credentials, &topic, payload)
-        .await
-    {
+    match gateway.request(peer, credentials, &topic, payload).await {
         Answer::Status(payload) => {
             let content_type = if serde_json::from_slice::<serde::de::IgnoredAny>(&payload).is_ok() {
                 "application/json"
@@ -200,20 +197,13 @@ mod tests {
 
     #[tokio::test]
     async fn requests_beyond_the_in_flight_limit_get_429_before_their_body_is_read() {
-        use kaa_blueprint::config::{KpcConfig, KpcLimits};
         use kaa_bus::metrics::Metrics;
-        let config = KpcConfig {
-            instance: "kpc".into(),
-            token_provider: "cm".into(),
-            app_versions: Default::default(),
-            mqtt: Default::default(),
-            mqtts: None,
-            limits: KpcLimits {
-                max_http_requests_in_flight: 1,
-                max_payload_bytes: 4,
-                ..KpcLimits::default()
-            },
-        };
+        // From JSON: fields other branches add to KpcConfig keep their defaults.
+        let config = serde_json::from_value(serde_json::json!({
+            "instance": "kpc", "tokenProvider": "cm", "appVersions": {},
+            "limits": { "maxHttpRequestsInFlight": 1, "maxPayloadBytes": 4 },
+        }))
+        .unwrap();
         let metrics = Metrics::new();
         let gateway = Gateway::new(config, kaa_bus::Bus::in_process(), "kpc-0".into(), &metrics);
         let refusals = |limit: &str| {

@@ -27,7 +27,6 @@ mod replies;
 mod request;
 mod revocation;
 
-pub use limits::{Limit, Slot};
 pub use request::{Answer, BasicCredentials};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -50,6 +49,7 @@ use rmqtt_codec::types::QoS;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+pub use self::limits::{Limit, Slot};
 use self::limits::{Limits, SessionLimits};
 use crate::auth::{Authenticator, ClientIdentity};
 use crate::metrics::{AuthFailure, ExtensionMetrics, KpcMetrics, ReplyKind};

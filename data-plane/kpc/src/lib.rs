@@ -7,7 +7,7 @@
 //! - [`auth`]: client authentication at CONNECT (username/password, TLS client certificate).
 //! - `metrics`: the gateway's Prometheus metrics (connections, messages, replies, latency, auth
 //!   failures, timeouts, drops), registered in the process's registry.
-//! - `ratelimit`: token bucket arithmetic; failed-CONNECT buckets per source address.
+//! - `ratelimit`: failed-CONNECT token buckets per source address.
 //! - [`tls`]: the rustls server configuration of the MQTT over TLS listener, reloaded on change.
 //! - `mqtt`: MQTT 3.1.1/5 over TCP and TLS (accept loops, one task per connection, v3/v5 mapping).
 //!
@@ -50,8 +50,6 @@ pub enum KpcError {
     Bus(#[from] BusError),
     #[error("MQTT over TLS: {0}")]
     Tls(#[from] TlsError),
-    #[error("limits.{key}: {why}")]
-    Limits { key: &'static str, why: String },
 }
 
 /// A running KPC replica.
@@ -74,11 +72,6 @@ impl Kpc {
         replica_id: String,
         metrics: &Metrics,
     ) -> Result<Kpc, KpcError> {
-        // A config file written by hand skips Blueprint validation; refuse what would refuse
-        // every client.
-        if let Some((key, why)) = config.limits.problems().into_iter().next() {
-            return Err(KpcError::Limits { key, why });
-        }
         // Fail before binding anything if the TLS files are unusable.
         let tls = match &config.mqtts {
             Some(settings) => Some(Arc::new(TlsFiles::load(settings.clone())?)),

@@ -155,9 +155,9 @@ impl Gateway {
         slot
     }
 
-    /// A place for one more 1/KP over HTTP request, to be held until it is answered (pass it to
-    /// [`Gateway::request`]); 429 (counted) when `maxHttpRequestsInFlight` are being served.
-    /// Taken before the body is read, so waiting bodies are bounded too.
+    /// A place for one more 1/KP over HTTP request, for the transport to hold until the request
+    /// is answered ([`Gateway::request`]); 429 (counted) when `maxHttpRequestsInFlight` are being
+    /// served. Take it before reading the body, so that waiting bodies are bounded too.
     pub fn admit_http_request(&self) -> Result<Slot, KpError> {
         self.limits.http_requests.try_take().ok_or_else(|| {
             self.refusal(

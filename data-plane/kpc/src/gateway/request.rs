@@ -13,7 +13,7 @@ use kaa_blueprint::config::ClientAuthMode;
 use kaa_protocol::error::KpError;
 use rmqtt_codec::types::QoS;
 
-use super::{Gateway, Slot};
+use super::Gateway;
 use crate::auth::{AuthError, Presented};
 use crate::metrics::{AuthFailure, ReplyKind};
 
@@ -40,15 +40,13 @@ impl std::fmt::Debug for BasicCredentials<'_> {
 }
 
 impl Gateway {
-    /// Handles one 1/KP request and waits for its answer. `admitted` is its place under
-    /// `maxHttpRequestsInFlight` ([`Gateway::admit_http_request`]), held until the answer.
-    /// `topic` is a request topic (`kp1/{appVersion}/{ext}/{token}/{path}`); `peer` is the
-    /// client's address (for the failed-authentication rate limit). Clients authenticate as on the plain MQTT listener:
+    /// Handles one 1/KP request and waits for its answer. `topic` is a request topic
+    /// (`kp1/{appVersion}/{ext}/{token}/{path}`); `peer` is the client's address (for the
+    /// failed-authentication rate limit). Clients authenticate as on the plain MQTT listener:
     /// not at all with `auth: none`, else with username and password (HTTP Basic); a listener
     /// that takes certificates only admits no plain-HTTP client.
     pub async fn request(
         &self,
-        admitted: Slot,
         peer: IpAddr,
         credentials: Option<BasicCredentials<'_>>,
         topic: &str,
@@ -113,7 +111,6 @@ impl Gateway {
             }
         };
         self.close_session(handle.id).await;
-        drop(admitted);
         answer
     }
 }
