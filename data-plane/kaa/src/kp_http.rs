@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine as _;
 use futures_util::StreamExt as _;
-use kaa_kpc::gateway::{Answer, BasicCredentials, Gateway, Limit};
+use kaa_kpc::gateway::{Answer, BasicCredentials, Gateway};
 use kaa_protocol::error::KpError;
 
 /// The path prefix of 1/KP requests; open to devices (see `http::OPEN_PREFIXES`).
@@ -56,7 +56,7 @@ async fn handle(State(gateway): State<Arc<Gateway>>, Path(path): Path<String>, r
         Ok(payload) => payload,
         Err(error) => {
             if error.status_code == 413 {
-                gateway.count_refusal(Limit::Payload);
+                gateway.count_refusal(kaa_kpc::gateway::Limit::Payload);
             }
             return error_response(&error);
         }
