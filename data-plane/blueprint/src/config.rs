@@ -219,7 +219,9 @@ impl Default for KpcLimits {
             max_packet_bytes: 2 * 1024 * 1024,
             // Half the 20,000 files a process may open: TLS, the bus, HTTP and files need the rest.
             max_connections: 10_000,
-            max_in_flight_per_connection: 64,
+            // Above rumqttc's default of 100 unacknowledged publishes: a client pipelining up to
+            // its own flow-control window is not refused.
+            max_in_flight_per_connection: 128,
             max_publishes_per_second: 100,
             publish_burst: 200,
             max_tokens_per_connection: 1_000,
