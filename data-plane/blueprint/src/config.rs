@@ -277,6 +277,26 @@ pub struct KpcLimits {
     pub max_payload_bytes: usize,
     /// Largest MQTT packet read at all; a larger one closes the connection (MQTT 5: DISCONNECT 0x95).
     pub max_packet_bytes: usize,
+    /// MQTT sessions one replica serves at once, over all its listeners (TCP, TLS, WebSocket);
+    /// one more is refused at CONNECT (MQTT 5: 0x97 quota exceeded; MQTT 3.1.1: 3 server
+    /// unavailable). Keep it well under the process's open-file limit.
+    pub max_connections: usize,
+    /// Requests of one connection waiting for their extension's answer; one more gets `/error`
+    /// 429 and is not forwarded.
+    pub max_in_flight_per_connection: usize,
+    /// Sustained 1/KP requests per connection and second (a token bucket of `publishBurst`);
+    /// beyond it requests get `/error` 429, while MQTT acknowledgements still flow. 0: no limit.
+    pub max_publishes_per_second: u32,
+    /// Requests a connection may send at once above the sustained rate (the bucket's size).
+    pub publish_burst: u32,
+    /// Distinct endpoint tokens one connection may act for (a gateway device acts for many); a
+    /// further token gets `/error` 429 while the connection keeps serving the ones it has.
+    pub max_tokens_per_connection: usize,
+    /// Longest keepalive a client may choose, in seconds; a client asking for none (0) or more
+    /// gets this one (MQTT 5 clients are told in CONNACK), and is closed after 1.5 times it idle.
+    pub max_keepalive_secs: u16,
+    /// 1/KP over HTTP requests one replica serves at once; one more gets HTTP 429.
+    pub max_http_requests_in_flight: usize,
     /// Time a client has to send CONNECT after the TCP connection opens.
     pub connect_timeout_ms: u64,
     /// Time an extension has to answer a request before the device gets `/error` 504.
@@ -302,6 +322,19 @@ impl Default for KpcLimits {
         KpcLimits {
             max_payload_bytes: 256 * 1024,
             max_packet_bytes: 2 * 1024 * 1024,
+            // Half the 20,000 files a process may open: TLS, the bus, HTTP and files need the rest.
+            max_connections: 10_000,
+            // Above rumqttc's default of 100 unacknowledged publishes: a client pipelining up to
+            // its own flow-control window is not refused.
+            max_in_flight_per_connection: 128,
+            max_publishes_per_second: 100,
+            publish_burst: 200,
+            max_tokens_per_connection: 1_000,
+            // An hour: MQTT 3.1.1 clients cannot be told a shorter one, and one pinging less often
+            // than the cap would be dropped and reconnect forever. A dead socket costs one
+            // connection slot for at most 1.5 h.
+            max_keepalive_secs: 3_600,
+            max_http_requests_in_flight: 1_000,
             connect_timeout_ms: 10_000,
             request_timeout_ms: 30_000,
             token_timeout_ms: 5_000,
@@ -310,6 +343,33 @@ impl Default for KpcLimits {
             token_cache_ttl_ms: 60_000,
             drain_timeout_ms: 10_000,
         }
+    }
+}
+
+impl KpcLimits {
+    /// The limits that cannot work, as (Blueprint key, why): a limit of 0 would refuse every
+    /// client or request, so only the publish rate may be 0 (off).
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        let positive = [
+            ("maxConnections", self.max_connections),
+            ("maxInFlightPerConnection", self.max_in_flight_per_connection),
+            ("maxTokensPerConnection", self.max_tokens_per_connection),
+            ("maxKeepaliveSecs", usize::from(self.max_keepalive_secs)),
+            ("maxHttpRequestsInFlight", self.max_http_requests_in_flight),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                problems.push((key, "must be at least 1".to_owned()));
+            }
+        }
+        if self.max_publishes_per_second > 0 && self.publish_burst == 0 {
+            problems.push((
+                "publishBurst",
+                "must be at least 1 while maxPublishesPerSecond is on (0 refuses every request)".to_owned(),
+            ));
+        }
+        problems
     }
 }
 

@@ -107,6 +107,11 @@ pub(crate) fn render_checked(blueprint: &Blueprint, p: &mut Problems) -> Vec<Ren
                 })
             }),
         };
+        if let Some(ServiceConfig::Kpc(kpc)) = &config {
+            for (key, why) in kpc.limits.problems() {
+                p.fail(format!("spec.services[{i}].config.limits.{key}"), why);
+            }
+        }
         if let Some(config) = config {
             rendered.push(RenderedService {
                 replicas: service.replicas,
@@ -232,6 +237,70 @@ mod tests {
             ("127.0.0.1:1", "k")
         );
         assert_eq!(c.ws, None, "no WebSocket unless asked");
+    }
+
+    /// The KPC of the quickstart with `config` as its settings.
+    fn quickstart_with_kpc(config: &str) -> Blueprint {
+        let mut bp = Blueprint::quickstart();
+        let kpc = bp
+            .spec
+            .services
+            .iter_mut()
+            .find(|s| s.kind == ServiceKind::Kpc)
+            .unwrap();
+        kpc.config = serde_json::from_str(config).unwrap();
+        bp
+    }
+
+    #[test]
+    fn gateway_limits_are_camel_case_and_reach_the_config() {
+        let bp = quickstart_with_kpc(
+            r#"{"limits":{"maxConnections":5,"maxInFlightPerConnection":6,"maxPublishesPerSecond":0,
+                "publishBurst":7,"maxTokensPerConnection":8,"maxKeepaliveSecs":9,
+                "maxHttpRequestsInFlight":10}}"#,
+        );
+        let rendered = render(&bp).unwrap();
+        let Some(ServiceConfig::Kpc(c)) = rendered
+            .iter()
+            .map(|r| &r.config)
+            .find(|c| c.kind() == ServiceKind::Kpc)
+        else {
+            panic!("no kpc")
+        };
+        let l = &c.limits;
+        assert_eq!(
+            (
+                l.max_connections,
+                l.max_in_flight_per_connection,
+                l.max_publishes_per_second
+            ),
+            (5, 6, 0)
+        );
+        assert_eq!((l.publish_burst, l.max_tokens_per_connection), (7, 8));
+        assert_eq!((l.max_keepalive_secs, l.max_http_requests_in_flight), (9, 10));
+    }
+
+    #[test]
+    fn limits_that_refuse_everyone_are_named_in_the_error() {
+        let bp =
+            quickstart_with_kpc(r#"{"limits":{"maxConnections":0,"maxKeepaliveSecs":0,"publishBurst":0}}"#);
+        let errors: Vec<String> = render(&bp).unwrap_err().0.iter().map(|e| e.to_string()).collect();
+        let path = "spec.services[0].config.limits";
+        assert_eq!(
+            errors,
+            [
+                format!("{path}.maxConnections: must be at least 1"),
+                format!("{path}.maxKeepaliveSecs: must be at least 1"),
+                format!(
+                    "{path}.publishBurst: must be at least 1 while maxPublishesPerSecond is on (0 refuses every request)"
+                ),
+            ]
+        );
+        let off = quickstart_with_kpc(r#"{"limits":{"maxPublishesPerSecond":0,"publishBurst":0}}"#);
+        assert!(
+            render(&off).is_ok(),
+            "a burst of 0 is fine while the rate limit is off"
+        );
     }
 
     #[test]

@@ -69,10 +69,20 @@ async fn handle(State(listener): State<Listener>, Path(path): Path<String>, requ
         Ok(basic) => basic,
         Err(error) => return error_response(&error),
     };
+    // Held until the answer; taken before the body is read, so refused requests hold no memory.
+    let _admitted = match gateway.admit_http_request() {
+        Ok(admitted) => admitted,
+        Err(error) => return error_response(&error),
+    };
     let limit = gateway.config().limits.max_payload_bytes;
     let payload = match read_limited(body, &parts.headers, limit).await {
         Ok(payload) => payload,
-        Err(error) => return error_response(&error),
+        Err(error) => {
+            if error.status_code == 413 {
+                gateway.count_refusal(kaa_kpc::gateway::Limit::Payload);
+            }
+            return error_response(&error);
+        }
     };
     let credentials = basic
         .as_ref()
@@ -200,6 +210,59 @@ mod tests {
                 .status_code,
             401
         );
+    }
+
+    /// Status and body of `POST /kp1/av1/ext/tok-1/x` with `body` on the 1/KP routes of `gateway`.
+    async fn post(gateway: &Arc<Gateway>, body: &'static [u8]) -> (StatusCode, serde_json::Value) {
+        use tower::ServiceExt as _;
+        let request = Request::post("/kp1/av1/ext/tok-1/x")
+            .body(Body::from(body))
+            .unwrap();
+        let response = router(gateway.clone(), ClientAuthMode::None)
+            .oneshot(request)
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn requests_beyond_the_in_flight_limit_get_429_before_their_body_is_read() {
+        use kaa_bus::metrics::Metrics;
+        // From JSON: fields other branches add to KpcConfig keep their defaults.
+        let config = serde_json::from_value(serde_json::json!({
+            "instance": "kpc", "tokenProvider": "cm", "appVersions": {},
+            "limits": { "maxHttpRequestsInFlight": 1, "maxPayloadBytes": 4 },
+        }))
+        .unwrap();
+        let metrics = Metrics::new();
+        let gateway = Gateway::new(config, kaa_bus::Bus::in_process(), "kpc-0".into(), &metrics);
+        let refusals = |limit: &str| {
+            let series = format!(r#"kaa_kpc_limit_refusals_total{{limit="{limit}"}} "#);
+            let text = metrics.encode();
+            text.lines()
+                .find_map(|l| l.strip_prefix(series.as_str()).map(str::to_owned))
+                .unwrap_or_default()
+        };
+
+        let held = gateway.admit_http_request().unwrap();
+        let (status, body) = post(&gateway, b"a body too large anyway").await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+        assert_eq!(body["statusCode"], 429);
+        assert!(
+            body["reasonPhrase"]
+                .as_str()
+                .is_some_and(|r| r.contains("maxHttpRequestsInFlight")),
+            "{body}"
+        );
+        assert_eq!(refusals("http_in_flight"), "1");
+
+        drop(held);
+        let (status, body) = post(&gateway, b"too large").await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+        assert_eq!(refusals("payload"), "1");
+        assert_eq!(refusals("http_in_flight"), "1");
     }
 
     #[tokio::test]

@@ -57,6 +57,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         config.kind(),
         args.kind
     );
+    // A hand-written config skips Blueprint validation: refuse limits that would refuse everyone.
+    if let ServiceConfig::Kpc(kpc) = &config
+        && let Some((key, why)) = kpc.limits.problems().into_iter().next()
+    {
+        anyhow::bail!("{}: limits.{key}: {why}", args.config.display());
+    }
     let admin_token = match &args.admin_token_file {
         Some(path) => Some(AdminToken::read(path)?),
         None if serves_rest(config.kind()) => anyhow::bail!(

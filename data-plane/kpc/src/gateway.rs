@@ -25,9 +25,11 @@
 //! This file holds the sessions and the request path (steps 1 to 3); `replies` routes
 //! ExtensionData back and expires unanswered requests (step 4); `revocation` applies 16/ECAP
 //! revocations; `roaming` drops endpoints that reconnected through another replica; `drain`
-//! winds the replica down for a graceful shutdown.
+//! winds the replica down for a graceful shutdown; `limits` counts connections, requests and
+//! tokens against the configured limits.
 
 mod drain;
+mod limits;
 mod replies;
 mod request;
 mod revocation;
@@ -55,6 +57,8 @@ use rmqtt_codec::types::QoS;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+pub use self::limits::{Limit, Slot};
+use self::limits::{Limits, SessionLimits};
 use crate::auth::{Authenticator, ClientIdentity};
 use crate::metrics::{AuthFailure, ExtensionMetrics, KpcMetrics, ReplyKind};
 use crate::tokens::{Identified, TokenError, TokenResolver};
@@ -95,6 +99,7 @@ pub struct Gateway {
     replica_id: String,
     reply_subject: String,
     metrics: KpcMetrics,
+    limits: Limits,
     next_id: AtomicU64,
     state: Mutex<State>,
     /// Credentials revoked lately: a CONNECT whose answer was in flight across the revocation
@@ -129,6 +134,7 @@ struct Session {
     /// Whether extension pushes reach this session: not for a one-request HTTP session, whose
     /// channel must carry nothing but its answer.
     pushes: bool,
+    limits: SessionLimits,
 }
 
 #[derive(Debug)]
@@ -143,12 +149,15 @@ struct Pending {
     /// When the client's PUBLISH arrived, for the request duration histogram.
     started: Instant,
     extension: Arc<ExtensionMetrics>,
+    /// Its place under `maxInFlightPerConnection`, freed when the entry goes.
+    _in_flight: Slot,
 }
 
 impl Gateway {
     /// A gateway whose metrics are registered in `metrics` (one gateway per registry).
     pub fn new(config: KpcConfig, bus: Bus, replica_id: String, metrics: &Metrics) -> Arc<Self> {
         let metrics = KpcMetrics::register(metrics, &config);
+        let limits = Limits::new(&config.limits);
         let reply_subject = subject::esp_extension_data_replica(&replica_id);
         let tokens = TokenResolver::new(
             bus.clone(),
@@ -170,6 +179,7 @@ impl Gateway {
             replica_id,
             reply_subject,
             metrics,
+            limits,
             next_id: AtomicU64::new(1),
             state: Mutex::default(),
             recently_revoked: Mutex::default(),
@@ -219,6 +229,7 @@ impl Gateway {
             revoked: revoked.clone(),
             taken_over: taken_over.clone(),
             pushes,
+            limits: self.limits.session(),
         };
         // Checked under the session lock that `revoke_credential` records under, so a revocation
         // either finds this session or is found here.
@@ -336,6 +347,7 @@ impl Gateway {
                 "the gateway is shutting down; reconnect to carry on",
             ));
         }
+        let within_rate = self.take_publish_token(session);
         let request = RequestTopic::parse(topic).map_err(|e| KpError::new(400, e.to_string()))?;
         let route = self.config.app_versions.get(request.app_version).ok_or_else(|| {
             KpError::new(
@@ -359,6 +371,7 @@ impl Gateway {
             .map_err(|e| KpError::new(400, e.to_string()))?;
         let limit = self.config.limits.max_payload_bytes;
         if payload.len() > limit {
+            self.count_refusal(Limit::Payload);
             return Err(KpError::new(
                 413,
                 format!(
@@ -367,6 +380,10 @@ impl Gateway {
                 ),
             ));
         }
+        if !within_rate {
+            return Err(self.over_publish_rate());
+        }
+        let in_flight = self.take_in_flight(session)?;
         let endpoint = self
             .identify(session, &route.application, request.app_version, token)
             .await?;
@@ -396,6 +413,7 @@ impl Gateway {
             deadline: Instant::now() + Duration::from_millis(self.config.limits.request_timeout_ms),
             started,
             extension: metrics,
+            _in_flight: in_flight,
         };
         self.state().pending.insert(correlation_id.clone(), pending);
         let subject = subject::esp_client_data(request.extension);
@@ -435,6 +453,7 @@ impl Gateway {
                 ..known.clone()
             });
         }
+        self.check_token_room(session, token)?;
         // A revocation while the answer was in flight may have missed it: ask again, a few times,
         // and in the end use the answer without keeping it.
         let mut attempts = 0;

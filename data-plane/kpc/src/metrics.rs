@@ -2,8 +2,8 @@
 //! [`Metrics`](kaa_bus::metrics::Metrics) registry when KPC starts (one KPC per registry).
 //!
 //! The hot path never formats a label: each configured extension instance's counters and
-//! histogram are resolved once at start ([`ExtensionMetrics`]), each listener's connection gauge
-//! when the listener starts. Labels never come from device input: a request for an extension the
+//! histogram are resolved once at start ([`ExtensionMetrics`]), as is each limit's refusal
+//! counter; each listener's connection gauge when the listener starts. Labels never come from device input: a request for an extension the
 //! configuration does not route counts under `extension="unrouted"`.
 
 use std::collections::HashMap;
@@ -17,6 +17,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+
+use crate::gateway::Limit;
 
 /// The `extension` label of requests that name no routed extension (bad topic, unknown
 /// application version or extension).
@@ -47,6 +49,11 @@ struct Extension {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct Reason {
     reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct LimitLabel {
+    limit: &'static str,
 }
 
 /// Why a client or a request was not authenticated (the `reason` label).
@@ -143,6 +150,8 @@ pub(crate) struct KpcMetrics {
     auth_failures: Family<Reason, Counter>,
     timeouts: Counter,
     dropped: Counter,
+    /// One counter per limit, in the order of `Limit::ALL`.
+    limit_refusals: [Counter; Limit::ALL.len()],
 }
 
 impl KpcMetrics {
@@ -156,6 +165,7 @@ impl KpcMetrics {
         let auth_failures = Family::<Reason, Counter>::default();
         let timeouts = Counter::default();
         let dropped = Counter::default();
+        let limit_refusals = Family::<LimitLabel, Counter>::default();
         metrics.register(
             "kaa_kpc_connections",
             "Open MQTT sessions (authenticated, CONNACK sent), by transport",
@@ -191,6 +201,11 @@ impl KpcMetrics {
             "Messages to a device dropped because its outbound queue was full (a slow client)",
             dropped.clone(),
         );
+        metrics.register(
+            "kaa_kpc_limit_refusals",
+            "Connections and requests refused or closed by a gateway limit, by limit",
+            limit_refusals.clone(),
+        );
         let resolve = |name: &str| {
             let message = |outcome| Message {
                 extension: name.to_owned(),
@@ -225,6 +240,9 @@ impl KpcMetrics {
             auth_failures,
             timeouts,
             dropped,
+            // Every series exists from the start (at 0), so a dashboard sees a limit before it bites.
+            limit_refusals: Limit::ALL
+                .map(|limit| limit_refusals.get_or_create_owned(&LimitLabel { limit: limit.label() })),
         }
     }
 
@@ -254,6 +272,12 @@ impl KpcMetrics {
 
     pub(crate) fn dropped(&self) {
         self.dropped.inc();
+    }
+
+    pub(crate) fn limit_refused(&self, limit: Limit) {
+        if let Some(counter) = self.limit_refusals.get(limit as usize) {
+            counter.inc();
+        }
     }
 }
 

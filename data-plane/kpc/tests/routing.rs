@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::sample;
 use kaa_blueprint::config::ClientAuthMode;
 use kaa_bus::Bus;
 use kaa_bus::metrics::Metrics;
@@ -135,13 +136,6 @@ async fn a_silent_extension_gets_the_device_a_504_after_the_request_timeout() {
             .is_none()
     );
     kpc.shutdown().await;
-}
-
-/// The value of one sample line `series value` in a scrape (0 when absent).
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test]

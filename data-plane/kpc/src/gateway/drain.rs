@@ -19,7 +19,10 @@ impl Gateway {
 
     /// Whether a request of `session` awaits its extension's answer.
     pub fn has_pending(&self, session: SessionId) -> bool {
-        self.state().pending.values().any(|p| p.session == session)
+        self.state()
+            .sessions
+            .get(&session)
+            .is_some_and(|s| s.limits.in_flight() > 0)
     }
 
     /// Whether any request of any session (HTTP ones included) awaits an answer.

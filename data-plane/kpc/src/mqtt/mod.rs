@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::CertificateIdentity;
-use crate::gateway::Gateway;
-use crate::tls::TlsFiles;
+use crate::gateway::{Gateway, Limit};
+use crate::tls::{HandshakeError, TlsFiles};
 
 /// What every connection of one listener shares.
 #[derive(Debug)]
@@ -78,6 +78,9 @@ async fn connection(stream: TcpStream, peer: SocketAddr, deadline: Instant, list
             None => return,
             Some(Ok((tls, certificate))) => over(tls, peer, certificate, deadline, listener).await,
             Some(Err(e)) => {
+                if matches!(e, HandshakeError::TimedOut) {
+                    listener.gateway.count_refusal(Limit::ConnectTimeout);
+                }
                 tracing::debug!(%peer, listener = listener.name, error = %e, "no TLS connection");
                 return;
             }
@@ -111,7 +114,10 @@ where
             tracing::debug!(%peer, listener = listener.name, error = %e, "WebSocket upgrade refused or failed");
             return Ok(());
         }
-        Some(Err(_)) => return Err(session::SessionError::ConnectTimeout),
+        Some(Err(_)) => {
+            listener.gateway.count_refusal(Limit::ConnectTimeout);
+            return Err(session::SessionError::ConnectTimeout);
+        }
     };
     session::serve(upgraded, peer, certificate, deadline, listener).await
 }

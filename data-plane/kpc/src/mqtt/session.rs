@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::Listener;
 use super::wire::{Incoming, Refusal, Wire};
 use crate::auth::{AuthError, CertificateIdentity, Presented};
-use crate::gateway::{Gateway, Outbound, SessionId};
+use crate::gateway::{Gateway, Limit, Outbound, SessionId};
 use crate::metrics::{AuthFailure, Connected};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +37,8 @@ pub(crate) enum SessionError {
     Shutdown,
     #[error("CONNECT refused: {0}")]
     Refused(AuthError),
+    #[error("CONNECT refused: maxConnections sessions are open")]
+    TooManyConnections,
     #[error("the client's credential or only endpoint token was revoked")]
     Revoked,
     #[error("every endpoint of the session reconnected through another replica")]
@@ -73,17 +75,17 @@ where
     let mut conn = Framed::new(stream, MqttCodec::Version(VersionCodec));
 
     // The version probe peeks at CONNECT without consuming it; the versioned codec then reads it.
-    let version = match until(deadline, shutdown, conn.next()).await? {
+    let version = match until(deadline, listener, conn.next()).await? {
         None => return Err(SessionError::Closed),
-        Some(Err(e)) => return Err(e.into()),
+        Some(Err(e)) => return Err(decode_failed(gateway, e)),
         Some(Ok((MqttPacket::Version(v), _))) => v,
         Some(Ok(_)) => return Err(SessionError::NotConnect),
     };
     let wire = Wire(version);
     *conn.codec_mut() = wire.codec(max_packet);
-    let mut connect = match until(deadline, shutdown, conn.next()).await? {
+    let mut connect = match until(deadline, listener, conn.next()).await? {
         None => return Err(SessionError::Closed),
-        Some(Err(e)) => return Err(e.into()),
+        Some(Err(e)) => return Err(decode_failed(gateway, e)),
         Some(Ok((packet, _))) => Wire::connect(packet).ok_or(SessionError::NotConnect)?,
     };
     // MQTT 3.1.1 [MQTT-3.1.3-8]: an empty client id needs a clean session.
@@ -93,6 +95,13 @@ where
             "empty client id without clean session".into(),
         ));
     }
+    // Before authentication, so a full replica does not ask the credential provider either.
+    // Held until this function returns, whichever way the session ends.
+    let Some(_connection_slot) = gateway.admit_connection() else {
+        tracing::debug!(%peer, listener = listener.name, "CONNECT refused: maxConnections reached");
+        conn.send(wire.refuse(Refusal::TooManyConnections)).await?;
+        return Err(SessionError::TooManyConnections);
+    };
 
     // Out of the CONNECT, so it is gone once authentication is done, not when the session ends.
     let password = connect.password.take();
@@ -146,8 +155,11 @@ where
         .is_empty()
         .then(|| format!("kaa-{}", uuid::Uuid::new_v4().simple()).into());
     let id = handle.id;
-    let keepalive =
-        (connect.keep_alive > 0).then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+    let keepalive_secs = keepalive_secs(connect.keep_alive, limits.max_keepalive_secs);
+    // MQTT 5 clients must use the server's keepalive when told one [MQTT-3.2.2-21]; 3.1.1
+    // clients cannot be told, so a shorter one is just enforced.
+    let server_keepalive = (keepalive_secs != connect.keep_alive).then_some(keepalive_secs);
+    let keepalive = Duration::from_millis(u64::from(keepalive_secs) * 1500);
     let mut session = Session {
         id,
         wire,
@@ -163,7 +175,8 @@ where
             stop_now: listener.stop_now.clone(),
         },
     };
-    let result = match session.conn.send(wire.connack(assigned, max_packet)).await {
+    let connack = wire.connack(assigned, max_packet, server_keepalive);
+    let result = match session.conn.send(connack).await {
         Ok(()) => session.run(keepalive).await,
         Err(e) => Err(e.into()),
     };
@@ -172,16 +185,29 @@ where
     result
 }
 
-/// Awaits `f` unless the connect deadline passes or the replica shuts down first.
-async fn until<F: Future>(
-    deadline: Instant,
-    shutdown: &CancellationToken,
-    f: F,
-) -> Result<F::Output, SessionError> {
+/// Awaits `f` unless the connect deadline passes (counted) or the replica shuts down first.
+async fn until<F: Future>(deadline: Instant, listener: &Listener, f: F) -> Result<F::Output, SessionError> {
     tokio::select! {
-        _ = shutdown.cancelled() => Err(SessionError::Shutdown),
-        r = timeout_at(deadline, f) => r.map_err(|_| SessionError::ConnectTimeout),
+        _ = listener.shutdown.cancelled() => Err(SessionError::Shutdown),
+        r = timeout_at(deadline, f) => r.map_err(|_| {
+            listener.gateway.count_refusal(Limit::ConnectTimeout);
+            SessionError::ConnectTimeout
+        }),
     }
+}
+
+/// The error of an undecodable packet; one over `maxPacketBytes` is counted.
+fn decode_failed(gateway: &Gateway, e: DecodeError) -> SessionError {
+    if let DecodeError::MaxSizeExceeded { .. } = e {
+        gateway.count_refusal(Limit::Packet);
+    }
+    e.into()
+}
+
+/// The keepalive a session gets: what the client asked for, unless it asked for none (0) or for
+/// more than `max`; then `max`, so that no silent connection is kept for ever.
+fn keepalive_secs(asked: u16, max: u16) -> u16 {
+    if asked == 0 { max } else { asked.min(max) }
 }
 
 struct Session<S> {
@@ -215,9 +241,8 @@ impl<S> Session<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    async fn run(&mut self, keepalive: Option<Duration>) -> Result<(), SessionError> {
-        let far_future = Duration::from_secs(365 * 24 * 3600);
-        let mut deadline = Instant::now() + keepalive.unwrap_or(far_future);
+    async fn run(&mut self, keepalive: Duration) -> Result<(), SessionError> {
+        let mut deadline = Instant::now() + keepalive;
         let ends = &self.ends;
         let (revoked, taken_over) = (ends.revoked.clone(), ends.taken_over.clone());
         let (drain, stop_now) = (ends.drain.clone(), ends.stop_now.clone());
@@ -232,11 +257,11 @@ where
                             if let DecodeError::MaxSizeExceeded { .. } = e {
                                 self.goodbye(DisconnectReasonCode::PacketTooLarge).await;
                             }
-                            return Err(e.into());
+                            return Err(decode_failed(&self.gateway, e));
                         }
                         Some(Ok((packet, _))) => packet,
                     };
-                    deadline = Instant::now() + keepalive.unwrap_or(far_future);
+                    deadline = Instant::now() + keepalive;
                     if !self.on_packet(Wire::incoming(packet)).await? {
                         return Ok(());
                     }
@@ -247,6 +272,7 @@ where
                     self.flush_outbound().await?;
                 }
                 _ = sleep_until(deadline) => {
+                    self.gateway.count_refusal(Limit::Keepalive);
                     self.goodbye(DisconnectReasonCode::KeepAliveTimeout).await;
                     return Err(SessionError::KeepaliveExpired);
                 }
@@ -345,5 +371,18 @@ where
             // A client that stopped reading must not hold the session open.
             let _ = tokio::time::timeout(GOODBYE_TIMEOUT, self.conn.send(packet)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keepalive_secs;
+
+    #[test]
+    fn keepalive_is_capped_and_none_means_the_cap() {
+        assert_eq!(keepalive_secs(30, 3600), 30);
+        assert_eq!(keepalive_secs(3600, 3600), 3600);
+        assert_eq!(keepalive_secs(0, 3600), 3600, "no keepalive is not allowed");
+        assert_eq!(keepalive_secs(u16::MAX, 3600), 3600);
     }
 }

@@ -64,6 +64,10 @@ pub(crate) enum Refusal {
     ServerUnavailable,
     /// Too many failed CONNECTs from this address: v3 5, v5 0x9F.
     RateLimited,
+    /// `maxConnections` sessions are open: v3 3, v5 0x97 quota exceeded. Not 0x89 "server
+    /// busy", which reads as a passing overload: this is a configured limit, and the operator
+    /// reading a client's log should see that.
+    TooManyConnections,
 }
 
 /// Builds the packets a server sends, for the protocol version a client chose.
@@ -147,8 +151,14 @@ impl Wire {
         }
     }
 
-    /// CONNACK accepting the client; `assigned_id` is set when the client sent an empty id (MQTT 5).
-    pub(crate) fn connack(self, assigned_id: Option<ByteString>, max_packet_bytes: u32) -> MqttPacket {
+    /// CONNACK accepting the client; `assigned_id` is set when the client sent an empty id, and
+    /// `server_keepalive` when the server overrides the client's keepalive (both MQTT 5 only).
+    pub(crate) fn connack(
+        self,
+        assigned_id: Option<ByteString>,
+        max_packet_bytes: u32,
+        server_keepalive: Option<u16>,
+    ) -> MqttPacket {
         match self.0 {
             ProtocolVersion::MQTT3 => MqttPacket::V3(v3::Packet::ConnectAck(v3::ConnectAck {
                 return_code: v3::ConnectAckReason::ConnectionAccepted,
@@ -157,6 +167,7 @@ impl Wire {
             ProtocolVersion::MQTT5 => MqttPacket::V5(v5::Packet::ConnectAck(Box::new(v5::ConnectAck {
                 assigned_client_id: assigned_id,
                 max_packet_size: Some(max_packet_bytes),
+                server_keepalive_sec: server_keepalive,
                 // KPC is not a broker: no retained messages, no fan-out between devices.
                 retain_available: false,
                 wildcard_subscription_available: false,
@@ -175,7 +186,9 @@ impl Wire {
                     Refusal::BadCredentials => v3::ConnectAckReason::BadUserNameOrPassword,
                     // MQTT 3.1.1 has no "slow down": "not authorized" is the closest truth.
                     Refusal::NotAuthorized | Refusal::RateLimited => v3::ConnectAckReason::NotAuthorized,
-                    Refusal::ServerUnavailable => v3::ConnectAckReason::ServiceUnavailable,
+                    Refusal::ServerUnavailable | Refusal::TooManyConnections => {
+                        v3::ConnectAckReason::ServiceUnavailable
+                    }
                 };
                 MqttPacket::V3(v3::Packet::ConnectAck(v3::ConnectAck {
                     return_code,
@@ -189,6 +202,7 @@ impl Wire {
                     Refusal::NotAuthorized => v5::ConnectAckReason::NotAuthorized,
                     Refusal::ServerUnavailable => v5::ConnectAckReason::ServerUnavailable,
                     Refusal::RateLimited => v5::ConnectAckReason::ConnectionRateExceeded,
+                    Refusal::TooManyConnections => v5::ConnectAckReason::QuotaExceeded,
                 };
                 MqttPacket::V5(v5::Packet::ConnectAck(Box::new(v5::ConnectAck {
                     reason_code,

@@ -63,6 +63,13 @@ pub fn config(auth: ClientAuthMode) -> KpcConfig {
     }
 }
 
+/// The value of one sample line `series value` in a scrape (0 when absent).
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 // ---------------------------------------------------------------------------------------------
 // The credential service
 
