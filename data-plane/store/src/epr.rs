@@ -6,7 +6,7 @@
 //! are the credential service's (see [`crate::cm`]).
 //!
 //! A metadata write reads the object, computes the new one and writes it in one write
-//! transaction ([`Store::begin_write`]: SQLite `BEGIN IMMEDIATE`; on PostgreSQL the read is
+//! transaction (`Store::begin_write`: SQLite `BEGIN IMMEDIATE`; on PostgreSQL the read is
 //! `SELECT ... FOR UPDATE OF m`, locking the metadata row only), so concurrent writers to one
 //! endpoint queue up and none is lost. If-Match compares the
 //! caller's version with the one read inside that transaction.

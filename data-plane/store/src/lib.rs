@@ -19,9 +19,11 @@
 //! Writing a repository module: take rows as [`sqlx::any::AnyRow`] (`use sqlx::Row` for
 //! `try_get`), executors as `impl sqlx::AnyExecutor<'e>` (`&self.pool`, or `&mut *tx`), and build
 //! dynamic SQL with [`SqlBuilder`], never sqlx's `QueryBuilder<Any>` (it writes `?` placeholders,
-//! which PostgreSQL rejects). A read-modify-write starts with [`Store::begin_write`] and reads the
+//! which PostgreSQL rejects). A read-modify-write starts with `Store::begin_write` and reads the
 //! rows it will change with [`Backend::locking`], so concurrent writers queue on both engines.
-//! [`is_unique_violation`] recognises a duplicate on both.
+//! `is_unique_violation` recognises a duplicate on both. Column types: TEXT, BIGINT (`i64`; never
+//! INTEGER, which PostgreSQL decodes as `i32`), and JSON stored as TEXT. Tests run each case on
+//! both engines with `testing::on_both(|store| async move { ... })`.
 
 use std::{borrow::Cow, fmt, path::Path, time::Duration};
 
@@ -99,7 +101,7 @@ pub enum Backend {
 
 impl Backend {
     /// `select` with the row-lock `clause` (such as `" FOR UPDATE"`) appended on PostgreSQL, for
-    /// the read of a read-modify-write inside [`Store::begin_write`]. SQLite has no row locks and
+    /// the read of a read-modify-write inside `Store::begin_write`. SQLite has no row locks and
     /// needs none: its write transaction already holds the database's single write lock.
     pub fn locking(self, select: &'static str, clause: &'static str) -> AssertSqlSafe<Cow<'static, str>> {
         AssertSqlSafe(match self {
