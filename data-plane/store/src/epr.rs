@@ -6,17 +6,18 @@
 //! are the credential service's (see [`crate::cm`]).
 //!
 //! A metadata write reads the object, computes the new one and writes it in one write
-//! transaction (SQLite `BEGIN IMMEDIATE`; on PostgreSQL this becomes `SELECT ... FOR UPDATE`),
-//! so concurrent writers to one endpoint queue up and none is lost. If-Match compares the
+//! transaction (`Store::begin_write`: SQLite `BEGIN IMMEDIATE`; on PostgreSQL the read is
+//! `SELECT ... FOR UPDATE OF m`, locking the metadata row only), so concurrent writers to one
+//! endpoint queue up and none is lost. If-Match compares the
 //! caller's version with the one read inside that transaction.
 //!
 //! Parameters are written `$1, $2, ...`, which both SQLite and PostgreSQL accept.
 
 use json_patch::Patch;
 use serde_json::{Map, Value};
-use sqlx::{QueryBuilder, Row, Sqlite, sqlite::SqliteRow};
+use sqlx::{AnyExecutor, Row, SqlSafeStr, any::AnyRow};
 
-use crate::{Store, clamp_i64, is_unique_violation, now_millis};
+use crate::{SqlBuilder, Store, clamp_i64, is_unique_violation, now_millis};
 
 /// Errors of the EPR repository.
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +107,7 @@ fn check_keys(body: &Map<String, Value>) -> Result<(), EprError> {
     }
 }
 
-fn endpoint_from_row(row: &SqliteRow) -> Result<Endpoint, sqlx::Error> {
+fn endpoint_from_row(row: &AnyRow) -> Result<Endpoint, sqlx::Error> {
     Ok(Endpoint {
         id: row.try_get("id")?,
         app_version: row.try_get("app_version")?,
@@ -146,7 +147,7 @@ impl Store {
 
     /// One endpoint by id.
     pub async fn endpoint(&self, id: &str) -> Result<Endpoint, EprError> {
-        fetch_endpoint(&self.pool, id).await
+        fetch_endpoint(&self.pool, SELECT_ENDPOINT, id).await
     }
 
     /// A page of endpoints matching `filter`, oldest first (ties broken by id, so pages are stable).
@@ -157,28 +158,26 @@ impl Store {
                 total: 0,
             });
         }
-        let push_where = |qb: &mut QueryBuilder<Sqlite>| {
+        let push_where = |qb: &mut SqlBuilder| {
             if let Some(versions) = &filter.app_versions {
-                qb.push(" WHERE app_version IN (");
-                let mut list = qb.separated(", ");
-                for v in versions {
-                    list.push_bind(v.clone());
-                }
-                list.push_unseparated(")");
+                qb.push(" WHERE app_version IN (")
+                    .push_binds(versions.iter().map(String::as_str))
+                    .push(")");
             }
         };
 
-        let mut count = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM epr_endpoints");
+        let mut count = SqlBuilder::new("SELECT COUNT(*) FROM epr_endpoints");
         push_where(&mut count);
-        let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
+        let total: i64 = count.build_scalar()?.fetch_one(&self.pool).await?;
 
-        let mut select = QueryBuilder::<Sqlite>::new("SELECT id, app_version, created_at FROM epr_endpoints");
+        let mut select = SqlBuilder::new("SELECT id, app_version, created_at FROM epr_endpoints");
         push_where(&mut select);
-        select.push(" ORDER BY created_at, id LIMIT ");
-        select.push_bind(clamp_i64(filter.limit));
-        select.push(" OFFSET ");
-        select.push_bind(clamp_i64(filter.offset));
-        let rows = select.build().fetch_all(&self.pool).await?;
+        select
+            .push(" ORDER BY created_at, id LIMIT ")
+            .push_bind(clamp_i64(filter.limit))
+            .push(" OFFSET ")
+            .push_bind(clamp_i64(filter.offset));
+        let rows = select.build()?.fetch_all(&self.pool).await?;
         let items = rows.iter().map(endpoint_from_row).collect::<Result<_, _>>()?;
         Ok(EndpointPage {
             items,
@@ -189,8 +188,10 @@ impl Store {
     /// Moves an endpoint to another application version; returns the endpoint as it was before
     /// (for the lifecycle event).
     pub async fn move_endpoint(&self, id: &str, app_version: &str) -> Result<Endpoint, EprError> {
-        let mut tx = self.pool.begin().await?;
-        let before = fetch_endpoint(&mut *tx, id).await?;
+        // Locked, so that the endpoint returned is the one this move replaced.
+        let mut tx = self.begin_write().await?;
+        let select = self.backend.locking(SELECT_ENDPOINT, " FOR UPDATE");
+        let before = fetch_endpoint(&mut *tx, select, id).await?;
         sqlx::query("UPDATE epr_endpoints SET app_version = $2 WHERE id = $1")
             .bind(id)
             .bind(app_version)
@@ -204,8 +205,8 @@ impl Store {
     pub async fn delete_endpoint(&self, id: &str) -> Result<Endpoint, EprError> {
         // Explicit child deletes instead of relying on ON DELETE CASCADE, which SQLite only
         // honours when the connection enabled foreign keys.
-        let mut tx = self.pool.begin().await?;
-        let endpoint = fetch_endpoint(&mut *tx, id).await?;
+        let mut tx = self.begin_write().await?;
+        let endpoint = fetch_endpoint(&mut *tx, SELECT_ENDPOINT, id).await?;
         sqlx::query("DELETE FROM epr_metadata WHERE endpoint_id = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -223,7 +224,7 @@ impl Store {
 
     /// The endpoint's metadata object and version.
     pub async fn metadata(&self, endpoint_id: &str) -> Result<Metadata, EprError> {
-        fetch_metadata(&self.pool, endpoint_id).await
+        fetch_metadata(&self.pool, SELECT_METADATA, endpoint_id).await
     }
 
     /// The endpoint's metadata keys, sorted.
@@ -317,10 +318,11 @@ impl Store {
         if_match: Option<i64>,
         change: impl Fn(&mut Map<String, Value>) -> Result<(), EprError>,
     ) -> Result<MetadataUpdate, EprError> {
-        // IMMEDIATE takes SQLite's write lock before the read, so concurrent writers queue up
-        // instead of reading the same version and losing their update.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let read = fetch_metadata(&mut *tx, endpoint_id).await?;
+        let mut tx = self.begin_write().await?;
+        // Only the metadata row: locking the endpoint row too would let a concurrent delete
+        // (metadata first, then endpoint) deadlock with this read.
+        let select = self.backend.locking(SELECT_METADATA, " FOR UPDATE OF m");
+        let read = fetch_metadata(&mut *tx, select, endpoint_id).await?;
         if let Some(expected) = if_match
             && expected != read.version
         {
@@ -351,18 +353,20 @@ impl Store {
     }
 }
 
+const SELECT_METADATA: &str = "SELECT e.app_version, m.body, m.version \
+     FROM epr_endpoints e JOIN epr_metadata m ON m.endpoint_id = e.id WHERE e.id = $1";
+
+/// An endpoint's metadata, read with `select` ([`SELECT_METADATA`], or it with a row lock).
 async fn fetch_metadata<'e>(
-    exec: impl sqlx::SqliteExecutor<'e>,
+    exec: impl AnyExecutor<'e>,
+    select: impl SqlSafeStr,
     endpoint_id: &str,
 ) -> Result<Metadata, EprError> {
-    let row = sqlx::query(
-        "SELECT e.app_version, m.body, m.version \
-         FROM epr_endpoints e JOIN epr_metadata m ON m.endpoint_id = e.id WHERE e.id = $1",
-    )
-    .bind(endpoint_id)
-    .fetch_optional(exec)
-    .await?
-    .ok_or_else(|| EprError::EndpointNotFound(endpoint_id.to_owned()))?;
+    let row = sqlx::query(select)
+        .bind(endpoint_id)
+        .fetch_optional(exec)
+        .await?
+        .ok_or_else(|| EprError::EndpointNotFound(endpoint_id.to_owned()))?;
     let body: String = row.try_get("body")?;
     let corrupt = |reason: String| EprError::Corrupt {
         endpoint_id: endpoint_id.to_owned(),
@@ -381,8 +385,15 @@ async fn fetch_metadata<'e>(
     })
 }
 
-async fn fetch_endpoint<'e>(exec: impl sqlx::SqliteExecutor<'e>, id: &str) -> Result<Endpoint, EprError> {
-    let row = sqlx::query("SELECT id, app_version, created_at FROM epr_endpoints WHERE id = $1")
+const SELECT_ENDPOINT: &str = "SELECT id, app_version, created_at FROM epr_endpoints WHERE id = $1";
+
+/// One endpoint, read with `select` ([`SELECT_ENDPOINT`], or it with a row lock).
+async fn fetch_endpoint<'e>(
+    exec: impl AnyExecutor<'e>,
+    select: impl SqlSafeStr,
+    id: &str,
+) -> Result<Endpoint, EprError> {
+    let row = sqlx::query(select)
         .bind(id)
         .fetch_optional(exec)
         .await?

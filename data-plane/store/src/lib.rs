@@ -7,21 +7,38 @@
 //! - [`cm`]: the credential service's repository (endpoint tokens, client credentials), secrets
 //!   stored only as hashes. Only the CM service uses it.
 //!
-//! The backend today is SQLite (bundled). Every statement and migration is written in portable
-//! SQL (TEXT/BIGINT, no AUTOINCREMENT, no engine-specific functions) so that the same migrations
-//! and queries can run on PostgreSQL in cluster mode. Queries are built at run time (no
-//! compile-time checked macros), so building needs no database.
+//! # Backends
+//! One schema, one set of migrations and one set of queries for both engines, through sqlx's
+//! `Any` driver: SQLite (bundled; `kaa up` and `kaa run --database FILE`) and PostgreSQL
+//! (`kaa run --database postgres://...`, cluster mode). [`Store::connect`] picks the engine from
+//! the argument. Every statement and migration is portable SQL: TEXT/BIGINT (PostgreSQL's INTEGER
+//! is 32-bit; the `Any` driver decodes BIGINT as `i64` on both), no AUTOINCREMENT, no
+//! engine-specific functions, parameters written `$1, $2, ...`. Queries are built at run time
+//! (no compile-time checked macros), so building needs no database.
+//!
+//! Writing a repository module: take rows as [`sqlx::any::AnyRow`] (`use sqlx::Row` for
+//! `try_get`), executors as `impl sqlx::AnyExecutor<'e>` (`&self.pool`, or `&mut *tx`), and build
+//! dynamic SQL with [`SqlBuilder`], never sqlx's `QueryBuilder<Any>` (it writes `?` placeholders,
+//! which PostgreSQL rejects). A read-modify-write starts with `Store::begin_write` and reads the
+//! rows it will change with [`Backend::locking`], so concurrent writers queue on both engines.
+//! `is_unique_violation` recognises a duplicate on both. Column types: TEXT, BIGINT (`i64`; never
+//! INTEGER, which PostgreSQL decodes as `i32`), and JSON stored as TEXT. Tests run each case on
+//! both engines with `testing::on_both(|store| async move { ... })`.
 
-use std::{borrow::Cow, path::Path, str::FromStr, time::Duration};
+use std::{borrow::Cow, fmt, path::Path, time::Duration};
 
 use sqlx::{
-    SqlSafeStr,
+    AssertSqlSafe, ConnectOptions, Encode, SqlSafeStr, Transaction, Type,
+    any::{Any, AnyArguments, AnyConnectOptions, AnyPoolOptions},
     migrate::{Migration, MigrationType, Migrator},
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
+    pool::Pool,
+    sqlite::SqliteConnectOptions,
 };
 
 pub mod cm;
 pub mod epr;
+#[cfg(test)]
+mod testing;
 
 pub use cm::{
     ClientCredential, CmError, CredentialKind, CredentialPage, CredentialStatus, EndpointToken, NewAuth,
@@ -40,8 +57,22 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "cm", include_str!("../migrations/0002_cm.sql")),
 ];
 
-/// How long a writer waits for SQLite's write lock before giving up (WAL allows one writer).
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections per process; PostgreSQL counts them against its `max_connections` (100 by
+/// default), so a handful of replicas of each service fit.
+const MAX_CONNECTIONS: u32 = 8;
+
+/// Run on every new SQLite file connection. The `Any` driver is configured by URL only, which
+/// cannot carry these options. busy_timeout (how long a writer waits for the write lock; WAL allows
+/// one writer) comes first: switching to WAL takes a lock that a connection opened at the same
+/// moment must wait for. NORMAL is durable across application
+/// crashes in WAL mode; only an OS crash may lose the last transactions, the usual trade for an
+/// embedded store.
+const SQLITE_FILE_PRAGMAS: &[&str] = &[
+    "PRAGMA busy_timeout = 5000",
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = NORMAL",
+    "PRAGMA foreign_keys = ON",
+];
 
 /// Errors opening a store.
 #[derive(Debug, thiserror::Error)]
@@ -61,53 +92,114 @@ pub enum PingError {
     Database(#[source] sqlx::Error),
 }
 
+/// The database engine behind a [`Store`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// `select` with the row-lock `clause` (such as `" FOR UPDATE"`) appended on PostgreSQL, for
+    /// the read of a read-modify-write inside `Store::begin_write`. SQLite has no row locks and
+    /// needs none: its write transaction already holds the database's single write lock.
+    pub fn locking(self, select: &'static str, clause: &'static str) -> AssertSqlSafe<Cow<'static, str>> {
+        AssertSqlSafe(match self {
+            Backend::Sqlite => Cow::Borrowed(select),
+            Backend::Postgres => Cow::Owned(format!("{select}{clause}")),
+        })
+    }
+}
+
 /// Handle to the database; cheap to clone (a connection pool inside).
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: Pool<Any>,
+    backend: Backend,
 }
 
 impl Store {
-    /// Opens (creating if missing) the SQLite database file at `path` in WAL mode and migrates it.
-    pub async fn open(path: impl AsRef<Path>) -> Result<Store, OpenError> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // NORMAL is durable across application crashes in WAL mode; only an OS crash may
-            // lose the last transactions, which is the usual trade for an embedded store.
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await
-            .map_err(OpenError::Connect)?;
-        Self::migrated(pool).await
+    /// Opens what `kaa run --database` names: a `postgres://` or `postgresql://` URL, or else the
+    /// path of an SQLite file (see [`Store::open`]). Migrates the database.
+    pub async fn connect(database: &str) -> Result<Store, OpenError> {
+        if is_postgres_url(database) {
+            Self::open_postgres(database).await
+        } else {
+            Self::open(database).await
+        }
     }
 
-    /// A private in-memory database (for tests and throw-away runs).
+    /// Opens (creating if missing) the SQLite database file at `path` in WAL mode and migrates it.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Store, OpenError> {
+        // An absolute path, so that the URL cannot read a relative file name as a host name.
+        let path = std::path::absolute(path.as_ref()).map_err(|e| OpenError::Connect(e.into()))?;
+        let url = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .to_url_lossy();
+        let pool = pool_options()
+            .max_connections(MAX_CONNECTIONS)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    for pragma in SQLITE_FILE_PRAGMAS {
+                        sqlx::query(*pragma).execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(AnyConnectOptions::from_url(&url).map_err(OpenError::Connect)?)
+            .await
+            .map_err(OpenError::Connect)?;
+        Self::migrated(pool, Backend::Sqlite).await
+    }
+
+    /// A private in-memory SQLite database (for tests and throw-away runs).
     pub async fn open_in_memory() -> Result<Store, OpenError> {
-        let options = SqliteConnectOptions::from_str("sqlite::memory:")
-            .map_err(OpenError::Connect)?
-            .foreign_keys(true);
         // Every SQLite connection to ":memory:" is a separate database, so the pool holds exactly
-        // one connection and never retires it (that would drop the data).
-        let pool = SqlitePoolOptions::new()
+        // one connection and never retires it (that would drop the data). sqlx turns foreign keys
+        // on by default.
+        let pool = pool_options()
             .min_connections(1)
             .max_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
-            .connect_with(options)
+            .connect("sqlite::memory:")
             .await
             .map_err(OpenError::Connect)?;
-        Self::migrated(pool).await
+        Self::migrated(pool, Backend::Sqlite).await
     }
 
-    async fn migrated(pool: SqlitePool) -> Result<Store, OpenError> {
+    async fn open_postgres(url: &str) -> Result<Store, OpenError> {
+        let pool = pool_options()
+            .max_connections(MAX_CONNECTIONS)
+            .connect(url)
+            .await
+            .map_err(OpenError::Connect)?;
+        Self::migrated(pool, Backend::Postgres).await
+    }
+
+    async fn migrated(pool: Pool<Any>, backend: Backend) -> Result<Store, OpenError> {
+        // On PostgreSQL, sqlx serialises migrators with an advisory lock, so services sharing one
+        // database may start together.
         migrator().run(&pool).await?;
-        Ok(Store { pool })
+        Ok(Store { pool, backend })
+    }
+
+    /// The engine this store runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Starts a transaction that reads before it writes. On SQLite, `BEGIN IMMEDIATE` takes the
+    /// write lock before the first read, so concurrent writers queue instead of reading the same
+    /// state and losing an update (and a deferred transaction whose snapshot went stale fails its
+    /// first write with SQLITE_BUSY, without waiting). On PostgreSQL the reads that decide the
+    /// write lock their rows instead ([`Backend::locking`]).
+    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
     }
 
     /// Whether the database answers `SELECT 1` within `timeout` (the `/health` check). The wait
@@ -124,6 +216,127 @@ impl Store {
     /// Closes the pool, waiting for checked-out connections to return.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// Whether `database` (a `--database` argument) names a PostgreSQL server rather than a file.
+pub fn is_postgres_url(database: &str) -> bool {
+    ["postgres://", "postgresql://"].iter().any(|scheme| {
+        database
+            .get(..scheme.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+    })
+}
+
+/// `database` (a `--database` argument) fit for a log or an error message: a URL's password
+/// replaced by `***`.
+pub fn redacted(database: &str) -> Cow<'_, str> {
+    let Some((scheme, rest)) = database.split_once("://") else {
+        return Cow::Borrowed(database);
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    // The last '@' ends the user info (a password may contain '@' unescaped).
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return Cow::Borrowed(database);
+    };
+    match rest[..at].split_once(':') {
+        Some((user, _password)) => Cow::Owned(format!("{scheme}://{user}:***{}", &rest[at..])),
+        None => Cow::Borrowed(database),
+    }
+}
+
+/// Pool options for either engine, with the drivers of sqlx's `Any` registered first (without
+/// them, connecting panics; registering is idempotent).
+fn pool_options() -> AnyPoolOptions {
+    sqlx::any::install_default_drivers();
+    AnyPoolOptions::new()
+}
+
+/// Dynamic SQL with numbered placeholders (`$1`, `$2`, ...), which both engines accept. Use it
+/// instead of sqlx's `QueryBuilder<Any>`, whose `?` placeholders PostgreSQL rejects.
+///
+/// SQL text is `&'static str` only, so a value can never be spliced into the statement; values go
+/// through [`SqlBuilder::push_bind`].
+pub struct SqlBuilder {
+    sql: String,
+    args: AnyArguments,
+    /// The first value that could not be encoded; reported when the query runs.
+    error: Option<sqlx::error::BoxDynError>,
+}
+
+impl fmt::Debug for SqlBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlBuilder")
+            .field("sql", &self.sql)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqlBuilder {
+    pub fn new(sql: &'static str) -> SqlBuilder {
+        SqlBuilder {
+            sql: sql.to_owned(),
+            args: AnyArguments::default(),
+            error: None,
+        }
+    }
+
+    /// Appends SQL text.
+    pub fn push(&mut self, sql: &'static str) -> &mut Self {
+        self.sql.push_str(sql);
+        self
+    }
+
+    /// Appends a placeholder for `value`.
+    pub fn push_bind<'t, T>(&mut self, value: T) -> &mut Self
+    where
+        T: Encode<'t, Any> + Type<Any>,
+    {
+        use sqlx::Arguments as _;
+        if let Err(e) = self.args.add(value) {
+            self.error.get_or_insert(e);
+        }
+        // Writing to a String cannot fail.
+        let _ = fmt::Write::write_fmt(&mut self.sql, format_args!("${}", self.args.len()));
+        self
+    }
+
+    /// Appends `$n, $n+1, ...`, one placeholder per value (for `IN (...)`).
+    pub fn push_binds<'t, T>(&mut self, values: impl IntoIterator<Item = T>) -> &mut Self
+    where
+        T: Encode<'t, Any> + Type<Any>,
+    {
+        for (i, value) in values.into_iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.push_bind(value);
+        }
+        self
+    }
+
+    /// The query, ready to run; [`sqlx::Error::Encode`] if a value could not be encoded.
+    pub fn build(self) -> Result<sqlx::query::Query<'static, Any, AnyArguments>, sqlx::Error> {
+        let (sql, args) = self.into_parts()?;
+        Ok(sqlx::query_with(sql, args))
+    }
+
+    /// The query for one column of one row per result; errors as [`SqlBuilder::build`].
+    pub fn build_scalar<O>(
+        self,
+    ) -> Result<sqlx::query::QueryScalar<'static, Any, O, AnyArguments>, sqlx::Error>
+    where
+        (O,): for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow>,
+    {
+        let (sql, args) = self.into_parts()?;
+        Ok(sqlx::query_scalar_with(sql, args))
+    }
+
+    fn into_parts(self) -> Result<(AssertSqlSafe<String>, AnyArguments), sqlx::Error> {
+        match self.error {
+            Some(e) => Err(sqlx::Error::Encode(e)),
+            None => Ok((AssertSqlSafe(self.sql), self.args)),
+        }
     }
 }
 
@@ -144,8 +357,9 @@ fn migrator() -> Migrator {
     )
 }
 
-/// Whether a statement failed on a UNIQUE constraint (a duplicate the caller reports as a conflict).
-fn is_unique_violation(err: &sqlx::Error) -> bool {
+/// Whether a statement failed on a UNIQUE constraint (a duplicate the caller reports as a
+/// conflict), on either engine: sqlx maps SQLite's and PostgreSQL's (23505) codes alike.
+pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
@@ -208,30 +422,138 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn open_creates_a_wal_file_database_and_reopens_it() {
-        let dir = std::env::temp_dir().join(format!("kaa-store-test-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("kaa.db");
-        let store = Store::open(&path).await.unwrap();
-        let ep = store
+    async fn register_one(store: &Store) -> Endpoint {
+        store
             .register(NewEndpoint {
                 app_version: "app-v1".into(),
                 ..Default::default()
             })
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn open_creates_a_wal_file_database_and_reopens_it() {
+        let dir = tempfile::tempdir().unwrap();
+        // Characters that the SQLite URL behind the `Any` driver must escape.
+        let path = dir.path().join("data #1").join("kaa.db");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let store = Store::open(&path).await.unwrap();
+        assert_eq!(store.backend(), Backend::Sqlite);
+        let ep = register_one(&store).await;
         let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
             .fetch_one(&store.pool)
             .await
             .unwrap();
         assert_eq!(mode, "wal");
+        for (pragma, expected) in [("synchronous", 1), ("foreign_keys", 1), ("busy_timeout", 5000)] {
+            let value: i64 = sqlx::query_scalar(AssertSqlSafe(format!("PRAGMA {pragma}")))
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+            assert_eq!(value, expected, "PRAGMA {pragma}");
+        }
         store.close().await;
+        assert!(path.is_file(), "the file is where the path says");
 
-        // Migrations are idempotent and the data survives a reopen.
-        let store = Store::open(&path).await.unwrap();
+        // Migrations are idempotent and the data survives a reopen, also through `connect`.
+        let store = Store::connect(path.to_str().unwrap()).await.unwrap();
+        assert_eq!(store.backend(), Backend::Sqlite);
         assert_eq!(store.endpoint(&ep.id).await.unwrap().app_version, "app-v1");
         store.close().await;
-        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn in_memory_stores_are_private() {
+        let a = Store::open_in_memory().await.unwrap();
+        let b = Store::open_in_memory().await.unwrap();
+        let ep = register_one(&a).await;
+        assert_eq!(a.endpoint(&ep.id).await.unwrap(), ep);
+        assert!(matches!(
+            b.endpoint(&ep.id).await,
+            Err(EprError::EndpointNotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn postgres_migrations_are_idempotent_and_data_survives_a_reconnect() {
+        let server = kaa_testkit::Postgres::start().await;
+        let store = Store::connect(server.url()).await.unwrap();
+        assert_eq!(store.backend(), Backend::Postgres);
+        let ep = register_one(&store).await;
+        store.ping(Duration::from_secs(5)).await.unwrap();
+        store.close().await;
+
+        // Two processes (EPR and CM) may share one database and start together: both migrate.
+        let (a, b) = tokio::join!(Store::connect(server.url()), Store::connect(server.url()));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(b.endpoint(&ep.id).await.unwrap(), ep);
+        let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+            .fetch_one(&a.pool)
+            .await
+            .unwrap();
+        assert_eq!(applied, i64::try_from(MIGRATIONS.len()).unwrap());
+        a.close().await;
+        b.close().await;
+
+        let missing = server.url().replace("/kaa", "/no_such_database");
+        let res = Store::connect(&missing).await;
+        assert!(matches!(res, Err(OpenError::Connect(_))), "{res:?}");
+    }
+
+    #[tokio::test]
+    async fn bad_database_arguments_are_errors_not_panics() {
+        for bad in ["postgres://[::1", "postgres://127.0.0.1:99999/kaa"] {
+            let res = Store::connect(bad).await;
+            assert!(matches!(res, Err(OpenError::Connect(_))), "{bad}: {res:?}");
+        }
+        let res = Store::connect("/nonexistent-dir/kaa.db").await;
+        assert!(matches!(res, Err(OpenError::Connect(_))), "{res:?}");
+    }
+
+    #[test]
+    fn postgres_urls_are_told_from_paths() {
+        for url in [
+            "postgres://db/kaa",
+            "postgresql://u:p@db:5432/kaa",
+            "POSTGRES://db",
+        ] {
+            assert!(is_postgres_url(url), "{url}");
+        }
+        for path in [
+            "kaa.db",
+            "/var/lib/kaa/kaa.db",
+            "postgres",
+            "./postgres://x",
+            "",
+            "é",
+        ] {
+            assert!(!is_postgres_url(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn redacted_hides_only_the_password() {
+        for (given, shown) in [
+            (
+                "postgres://kaa:s3cr@t@db:5432/kaa?sslmode=disable",
+                "postgres://kaa:***@db:5432/kaa?sslmode=disable",
+            ),
+            ("postgresql://kaa:pw@db", "postgresql://kaa:***@db"),
+            ("postgres://kaa@db/kaa", "postgres://kaa@db/kaa"),
+            ("postgres://db/kaa?user=a@b", "postgres://db/kaa?user=a@b"),
+            ("/var/lib/kaa/kaa.db", "/var/lib/kaa/kaa.db"),
+            ("", ""),
+        ] {
+            assert_eq!(redacted(given), shown);
+        }
+    }
+
+    #[test]
+    fn sql_builder_numbers_its_placeholders() {
+        let mut sql = SqlBuilder::new("SELECT id FROM t WHERE a IN (");
+        sql.push_binds(["x", "y", "z"]).push(") LIMIT ").push_bind(5_i64);
+        assert_eq!(sql.sql, "SELECT id FROM t WHERE a IN ($1, $2, $3) LIMIT $4");
+        assert!(sql.build().is_ok());
     }
 }

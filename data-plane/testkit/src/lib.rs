@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`NatsServer`]: a real `nats-server` child process per test, on a port the server picks itself
 //!   (so two tests can never race for one port), killed and reaped on drop.
+//! - [`Postgres`]: a real PostgreSQL server (the Debian package's binaries) per test, with a fresh
+//!   database, on a free loopback port; killed and its data directory removed on drop.
 //! - [`free_port`]: a TCP port on 127.0.0.1 that was free a moment ago, for servers we start ourselves.
 //! - [`eventually`]: poll a condition until it holds or a deadline passes; the replacement for sleeps.
 //! - [`kube_api`]: [`FakeApiServer`], a stateful fake Kubernetes API server (list, watch, get,
@@ -36,8 +38,10 @@ use tokio::{
 
 mod device5;
 pub mod kube_api;
+mod postgres;
 
 pub use device5::{Device5, Ended};
+pub use postgres::Postgres;
 
 /// Environment variable naming the `nats-server` binary; falls back to `nats-server` on `PATH`.
 pub const NATS_SERVER_ENV: &str = "NATS_SERVER";
@@ -130,19 +134,35 @@ impl Drop for NatsServer {
 
 /// Reads the server log until it names its client port; returns the log so far on failure.
 async fn wait_for_listen_port(stderr: std::process::ChildStderr) -> Result<u16, String> {
+    watch_log(stderr, NATS_START_DEADLINE, LISTENING_MARKER, parse_listen_port).await
+}
+
+/// Reads a child's log (`pipe`) until `found` recognises a line, and returns what it made of it;
+/// on failure (the pipe closed, or no such line within `deadline`) the log so far. `what` names
+/// the awaited line in that message.
+async fn watch_log<T, R>(
+    pipe: R,
+    deadline: Duration,
+    what: &'static str,
+    found: fn(&str) -> Option<T>,
+) -> Result<T, String>
+where
+    T: Send + 'static,
+    R: std::io::Read + Send + 'static,
+{
     let (tx, rx) = oneshot::channel();
     // A plain thread, not a task: it must keep draining the pipe for the server's whole life (a full
     // pipe would block the server), independent of which runtime the test runs on.
     std::thread::spawn(move || {
         let mut tx = Some(tx);
         let mut log = String::new();
-        for line in BufReader::new(stderr).lines() {
+        for line in BufReader::new(pipe).lines() {
             let Ok(line) = line else { break };
-            // Once the port is reported, keep reading only to drain the pipe.
+            // Once the line was seen, keep reading only to drain the pipe.
             let Some(pending) = tx.take() else { continue };
-            match parse_listen_port(&line) {
-                Some(port) => {
-                    let _ = pending.send(Ok(port));
+            match found(&line) {
+                Some(value) => {
+                    let _ = pending.send(Ok(value));
                 }
                 None => {
                     log.push_str(&line);
@@ -155,12 +175,10 @@ async fn wait_for_listen_port(stderr: std::process::ChildStderr) -> Result<u16, 
             let _ = pending.send(Err(log));
         }
     });
-    match tokio::time::timeout(NATS_START_DEADLINE, rx).await {
+    match tokio::time::timeout(deadline, rx).await {
         Ok(Ok(result)) => result,
         Ok(Err(_)) => Err("log reader stopped".to_owned()),
-        Err(_) => Err(format!(
-            "no `{LISTENING_MARKER}` line within {NATS_START_DEADLINE:?}"
-        )),
+        Err(_) => Err(format!("no `{what}` line within {deadline:?}")),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use sqlx::{Row, sqlite::SqliteRow};
+use sqlx::{Row, any::AnyRow};
 
 use super::CmError;
 use crate::{Store, clamp_i64, is_unique_violation, now_millis};
@@ -154,7 +154,7 @@ macro_rules! select_credentials {
     };
 }
 
-fn credential_from_row(row: &SqliteRow) -> Result<ClientCredential, CmError> {
+fn credential_from_row(row: &AnyRow) -> Result<ClientCredential, CmError> {
     let kind: String = row.try_get("kind")?;
     let username: Option<String> = row.try_get("username")?;
     let issuer: Option<String> = row.try_get("issuer")?;
@@ -304,17 +304,22 @@ impl Store {
 
     /// Deletes a credential and returns it (for the revocation event).
     pub async fn delete_credential(&self, id: &str) -> Result<ClientCredential, CmError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(select_credentials!("", "WHERE id = $1"))
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| CmError::CredentialNotFound(id.to_owned()))?;
         let credential = credential_from_row(&row)?;
-        sqlx::query("DELETE FROM cm_client_credentials WHERE id = $1")
+        let deleted = sqlx::query("DELETE FROM cm_client_credentials WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        // A concurrent delete got there first (PostgreSQL reads do not block on it): only one
+        // caller reports the deletion.
+        if deleted.rows_affected() == 0 {
+            return Err(CmError::CredentialNotFound(id.to_owned()));
+        }
         tx.commit().await?;
         Ok(credential)
     }
@@ -323,10 +328,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    async fn store() -> Store {
-        Store::open_in_memory().await.unwrap()
-    }
+    use crate::testing::on_both;
 
     fn password(client_id: &str, username: &str) -> NewCredential {
         NewCredential {
@@ -349,120 +351,126 @@ mod tests {
     }
     #[tokio::test]
     async fn password_credentials() {
-        let store = store().await;
-        let c = store.insert_credential(password("gw-1", "alice")).await.unwrap();
-        assert_eq!(c.status, CredentialStatus::Active);
-        assert_eq!(
-            c.kind,
-            CredentialKind::Password {
-                username: "alice".into()
-            }
-        );
-        let found = store.password_credential("alice").await.unwrap().unwrap();
-        assert_eq!(found.credential, c);
-        assert!(found.password_hash.starts_with("$argon2id$"));
-        assert!(!format!("{found:?}").contains("argon2"), "Debug hides the hash");
-        assert!(store.password_credential("bob").await.unwrap().is_none());
-        assert!(matches!(
-            store.insert_credential(password("gw-2", "alice")).await,
-            Err(CmError::DuplicateUsername(u)) if u == "alice"
-        ));
-        assert!(!format!("{:?}", password("gw-3", "carol")).contains("argon2"));
+        on_both(|store| async move {
+            let c = store.insert_credential(password("gw-1", "alice")).await.unwrap();
+            assert_eq!(c.status, CredentialStatus::Active);
+            assert_eq!(
+                c.kind,
+                CredentialKind::Password {
+                    username: "alice".into()
+                }
+            );
+            let found = store.password_credential("alice").await.unwrap().unwrap();
+            assert_eq!(found.credential, c);
+            assert!(found.password_hash.starts_with("$argon2id$"));
+            assert!(!format!("{found:?}").contains("argon2"), "Debug hides the hash");
+            assert!(store.password_credential("bob").await.unwrap().is_none());
+            assert!(matches!(
+                store.insert_credential(password("gw-2", "alice")).await,
+                Err(CmError::DuplicateUsername(u)) if u == "alice"
+            ));
+            assert!(!format!("{:?}", password("gw-3", "carol")).contains("argon2"));
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn certificate_credentials() {
-        let store = store().await;
-        let c = store
-            .insert_credential(certificate("meter-1", "CN=Devices CA", "4660"))
-            .await
-            .unwrap();
-        assert_eq!(
-            store
-                .certificate_credential("CN=Devices CA", "4660")
+        on_both(|store| async move {
+            let c = store
+                .insert_credential(certificate("meter-1", "CN=Devices CA", "4660"))
                 .await
-                .unwrap(),
-            Some(c.clone())
-        );
-        assert_eq!(
-            store.certificate_credential("CN=Other CA", "4660").await.unwrap(),
-            None
-        );
-        assert_eq!(
+                .unwrap();
+            assert_eq!(
+                store
+                    .certificate_credential("CN=Devices CA", "4660")
+                    .await
+                    .unwrap(),
+                Some(c.clone())
+            );
+            assert_eq!(
+                store.certificate_credential("CN=Other CA", "4660").await.unwrap(),
+                None
+            );
+            assert_eq!(
+                store
+                    .certificate_credential("CN=Devices CA", "4661")
+                    .await
+                    .unwrap(),
+                None
+            );
+            // The same serial from another issuer is another certificate.
             store
-                .certificate_credential("CN=Devices CA", "4661")
+                .insert_credential(certificate("meter-2", "CN=Other CA", "4660"))
                 .await
-                .unwrap(),
-            None
-        );
-        // The same serial from another issuer is another certificate.
-        store
-            .insert_credential(certificate("meter-2", "CN=Other CA", "4660"))
-            .await
-            .unwrap();
-        assert!(matches!(
-            store
-                .insert_credential(certificate("meter-3", "CN=Devices CA", "4660"))
-                .await,
-            Err(CmError::DuplicateCertificate { .. })
-        ));
-        // Password credentials (NULL issuer/serial) never collide with each other.
-        store.insert_credential(password("a", "a")).await.unwrap();
-        store.insert_credential(password("b", "b")).await.unwrap();
-        // A certificate credential is not found as a password one.
-        assert!(
-            store
-                .password_credential("CN=Devices CA")
-                .await
-                .unwrap()
-                .is_none()
-        );
+                .unwrap();
+            assert!(matches!(
+                store
+                    .insert_credential(certificate("meter-3", "CN=Devices CA", "4660"))
+                    .await,
+                Err(CmError::DuplicateCertificate { .. })
+            ));
+            // Password credentials (NULL issuer/serial) never collide with each other.
+            store.insert_credential(password("a", "a")).await.unwrap();
+            store.insert_credential(password("b", "b")).await.unwrap();
+            // A certificate credential is not found as a password one.
+            assert!(
+                store
+                    .password_credential("CN=Devices CA")
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn credentials_list_pages_and_delete() {
-        let store = store().await;
-        let mut ids = Vec::new();
-        for i in 0..5 {
-            let client = if i % 2 == 0 { "even" } else { "odd" };
-            ids.push(
-                store
-                    .insert_credential(password(client, &format!("u{i}")))
-                    .await
-                    .unwrap()
-                    .id,
-            );
-        }
-        let all = store.credentials(None, 0, 100).await.unwrap();
-        assert_eq!(all.total, 5);
-        let mut seen: Vec<String> = store
-            .credentials(None, 0, 3)
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .map(|c| c.id)
-            .collect();
-        let rest = store.credentials(None, 3, 3).await.unwrap();
-        assert_eq!((rest.items.len(), rest.total), (2, 5));
-        seen.extend(rest.items.into_iter().map(|c| c.id));
-        seen.sort();
-        ids.sort();
-        assert_eq!(seen, ids);
-        let odd = store.credentials(Some("odd"), 0, 100).await.unwrap();
-        assert_eq!(odd.total, 2);
-        assert!(odd.items.iter().all(|c| c.client_id == "odd"));
+        on_both(|store| async move {
+            let mut ids = Vec::new();
+            for i in 0..5 {
+                let client = if i % 2 == 0 { "even" } else { "odd" };
+                ids.push(
+                    store
+                        .insert_credential(password(client, &format!("u{i}")))
+                        .await
+                        .unwrap()
+                        .id,
+                );
+            }
+            let all = store.credentials(None, 0, 100).await.unwrap();
+            assert_eq!(all.total, 5);
+            let mut seen: Vec<String> = store
+                .credentials(None, 0, 3)
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|c| c.id)
+                .collect();
+            let rest = store.credentials(None, 3, 3).await.unwrap();
+            assert_eq!((rest.items.len(), rest.total), (2, 5));
+            seen.extend(rest.items.into_iter().map(|c| c.id));
+            seen.sort();
+            ids.sort();
+            assert_eq!(seen, ids);
+            let odd = store.credentials(Some("odd"), 0, 100).await.unwrap();
+            assert_eq!(odd.total, 2);
+            assert!(odd.items.iter().all(|c| c.client_id == "odd"));
 
-        let deleted = store.delete_credential(&ids[0]).await.unwrap();
-        assert_eq!(deleted.id, ids[0]);
-        assert!(matches!(
-            store.credential(&ids[0]).await,
-            Err(CmError::CredentialNotFound(_))
-        ));
-        assert!(matches!(
-            store.delete_credential(&ids[0]).await,
-            Err(CmError::CredentialNotFound(_))
-        ));
-        assert_eq!(store.credentials(None, 0, 100).await.unwrap().total, 4);
+            let deleted = store.delete_credential(&ids[0]).await.unwrap();
+            assert_eq!(deleted.id, ids[0]);
+            assert!(matches!(
+                store.credential(&ids[0]).await,
+                Err(CmError::CredentialNotFound(_))
+            ));
+            assert!(matches!(
+                store.delete_credential(&ids[0]).await,
+                Err(CmError::CredentialNotFound(_))
+            ));
+            assert_eq!(store.credentials(None, 0, 100).await.unwrap().total, 4);
+        })
+        .await;
     }
 }

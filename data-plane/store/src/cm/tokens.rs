@@ -4,7 +4,7 @@
 use std::fmt;
 
 use sha2::{Digest, Sha256};
-use sqlx::{Row, sqlite::SqliteRow};
+use sqlx::{Row, any::AnyRow};
 
 use super::CmError;
 use crate::{Store, is_unique_violation, now_millis};
@@ -162,7 +162,7 @@ macro_rules! select_tokens {
     };
 }
 
-fn token_from_row(row: &SqliteRow) -> Result<EndpointToken, CmError> {
+fn token_from_row(row: &AnyRow) -> Result<EndpointToken, CmError> {
     let status: String = row.try_get("status")?;
     Ok(EndpointToken {
         id: row.try_get("id")?,
@@ -278,19 +278,21 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Deletes every token of an endpoint and returns what was deleted (for revocation events).
+    /// Deletes every token of an endpoint and returns what was deleted (for revocation events),
+    /// oldest first.
     pub async fn delete_endpoint_tokens(&self, endpoint_id: &str) -> Result<Vec<EndpointToken>, CmError> {
-        let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query(select_tokens!("WHERE endpoint_id = $1 ORDER BY created_at, id"))
-            .bind(endpoint_id)
-            .fetch_all(&mut *tx)
-            .await?;
-        let tokens = rows.iter().map(token_from_row).collect::<Result<Vec<_>, _>>()?;
-        sqlx::query("DELETE FROM cm_endpoint_tokens WHERE endpoint_id = $1")
-            .bind(endpoint_id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+        // One statement (RETURNING: SQLite 3.35+ and PostgreSQL), so that what is returned is
+        // exactly what was deleted, even with concurrent inserts or deletes on PostgreSQL, where
+        // a SELECT then DELETE would not block them.
+        let rows = sqlx::query(
+            "DELETE FROM cm_endpoint_tokens WHERE endpoint_id = $1 \
+             RETURNING id, endpoint_id, app_name, app_version, status, created_at",
+        )
+        .bind(endpoint_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut tokens = rows.iter().map(token_from_row).collect::<Result<Vec<_>, _>>()?;
+        tokens.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(tokens)
     }
 }
@@ -298,10 +300,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    async fn store() -> Store {
-        Store::open_in_memory().await.unwrap()
-    }
+    use crate::testing::on_both;
 
     fn new_token(endpoint_id: &str, token: &str) -> NewToken {
         NewToken {
@@ -352,125 +351,129 @@ mod tests {
 
     #[tokio::test]
     async fn tokens_are_stored_hashed_and_found_by_value() {
-        let store = store().await;
-        let t = store.insert_token(new_token("ep-1", "tok-secret")).await.unwrap();
-        assert_eq!(t.status, TokenStatus::Inactive);
-        assert!(uuid::Uuid::parse_str(&t.id).is_ok());
-        assert_eq!(store.token_by_value("tok-secret").await.unwrap(), Some(t.clone()));
-        assert_eq!(store.token_by_value("tok-secre").await.unwrap(), None);
-        assert_eq!(store.token(&t.id).await.unwrap(), t);
-        assert!(matches!(
-            store.token("nope").await,
-            Err(CmError::TokenNotFound(id)) if id == "nope"
-        ));
+        on_both(|store| async move {
+            let t = store.insert_token(new_token("ep-1", "tok-secret")).await.unwrap();
+            assert_eq!(t.status, TokenStatus::Inactive);
+            assert!(uuid::Uuid::parse_str(&t.id).is_ok());
+            assert_eq!(store.token_by_value("tok-secret").await.unwrap(), Some(t.clone()));
+            assert_eq!(store.token_by_value("tok-secre").await.unwrap(), None);
+            assert_eq!(store.token(&t.id).await.unwrap(), t);
+            assert!(matches!(
+                store.token("nope").await,
+                Err(CmError::TokenNotFound(id)) if id == "nope"
+            ));
 
-        // The value itself is nowhere in the table.
-        let stored: Vec<String> = sqlx::query_scalar("SELECT token_hash FROM cm_endpoint_tokens")
-            .fetch_all(&store.pool)
-            .await
-            .unwrap();
-        assert_eq!(stored, [token_hash("tok-secret")]);
+            // The value itself is nowhere in the table.
+            let stored: Vec<String> = sqlx::query_scalar("SELECT token_hash FROM cm_endpoint_tokens")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+            assert_eq!(stored, [token_hash("tok-secret")]);
 
-        assert!(matches!(
-            store.insert_token(new_token("ep-2", "tok-secret")).await,
-            Err(CmError::DuplicateToken)
-        ));
-        let second = store.insert_token(new_token("ep-1", "tok-2")).await.unwrap();
-        let mut listed: Vec<String> = store
-            .endpoint_tokens("ep-1")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|t| t.id)
-            .collect();
-        listed.sort();
-        let mut expected = [t.id.clone(), second.id.clone()];
-        expected.sort();
-        assert_eq!(listed, expected);
-        assert!(store.endpoint_tokens("ep-2").await.unwrap().is_empty());
+            assert!(matches!(
+                store.insert_token(new_token("ep-2", "tok-secret")).await,
+                Err(CmError::DuplicateToken)
+            ));
+            let second = store.insert_token(new_token("ep-1", "tok-2")).await.unwrap();
+            let mut listed: Vec<String> = store
+                .endpoint_tokens("ep-1")
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|t| t.id)
+                .collect();
+            listed.sort();
+            let mut expected = [t.id.clone(), second.id.clone()];
+            expected.sort();
+            assert_eq!(listed, expected);
+            assert!(store.endpoint_tokens("ep-2").await.unwrap().is_empty());
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn transitions_follow_the_state_machine() {
-        let store = store().await;
-        let t = store.insert_token(new_token("ep-1", "tok")).await.unwrap();
-        assert!(store.activate_token(&t.id).await.unwrap());
-        assert!(!store.activate_token(&t.id).await.unwrap(), "only once");
-        assert_eq!(store.token(&t.id).await.unwrap().status, TokenStatus::Active);
+        on_both(|store| async move {
+            let t = store.insert_token(new_token("ep-1", "tok")).await.unwrap();
+            assert!(store.activate_token(&t.id).await.unwrap());
+            assert!(!store.activate_token(&t.id).await.unwrap(), "only once");
+            assert_eq!(store.token(&t.id).await.unwrap().status, TokenStatus::Active);
 
-        let tr = store
-            .transition_token(&t.id, TokenStatus::Suspended)
-            .await
-            .unwrap();
-        assert_eq!(
-            (tr.previous, tr.token.status),
-            (TokenStatus::Active, TokenStatus::Suspended)
-        );
-        assert!(tr.changed());
-        let again = store
-            .transition_token(&t.id, TokenStatus::Suspended)
-            .await
-            .unwrap();
-        assert!(!again.changed(), "same state is a no-op");
-        assert!(
-            !store.activate_token(&t.id).await.unwrap(),
-            "a suspended token is not activated"
-        );
-
-        let back = store.transition_token(&t.id, TokenStatus::Active).await.unwrap();
-        assert_eq!(back.token.status, TokenStatus::Active);
-        let revoked = store.transition_token(&t.id, TokenStatus::Revoked).await.unwrap();
-        assert!(revoked.changed());
-        for to in [TokenStatus::Active, TokenStatus::Suspended, TokenStatus::Inactive] {
-            let err = store.transition_token(&t.id, to).await.unwrap_err();
-            assert!(
-                matches!(err, CmError::InvalidTransition { from: TokenStatus::Revoked, to: got, .. } if got == to),
-                "{err}"
+            let tr = store
+                .transition_token(&t.id, TokenStatus::Suspended)
+                .await
+                .unwrap();
+            assert_eq!(
+                (tr.previous, tr.token.status),
+                (TokenStatus::Active, TokenStatus::Suspended)
             );
-        }
-        assert_eq!(store.token(&t.id).await.unwrap().status, TokenStatus::Revoked);
-        assert!(matches!(
-            store.transition_token("nope", TokenStatus::Active).await,
-            Err(CmError::TokenNotFound(_))
-        ));
+            assert!(tr.changed());
+            let again = store
+                .transition_token(&t.id, TokenStatus::Suspended)
+                .await
+                .unwrap();
+            assert!(!again.changed(), "same state is a no-op");
+            assert!(
+                !store.activate_token(&t.id).await.unwrap(),
+                "a suspended token is not activated"
+            );
+
+            let back = store.transition_token(&t.id, TokenStatus::Active).await.unwrap();
+            assert_eq!(back.token.status, TokenStatus::Active);
+            let revoked = store.transition_token(&t.id, TokenStatus::Revoked).await.unwrap();
+            assert!(revoked.changed());
+            for to in [TokenStatus::Active, TokenStatus::Suspended, TokenStatus::Inactive] {
+                let err = store.transition_token(&t.id, to).await.unwrap_err();
+                assert!(
+                    matches!(err, CmError::InvalidTransition { from: TokenStatus::Revoked, to: got, .. } if got == to),
+                    "{err}"
+                );
+            }
+            assert_eq!(store.token(&t.id).await.unwrap().status, TokenStatus::Revoked);
+            assert!(matches!(
+                store.transition_token("nope", TokenStatus::Active).await,
+                Err(CmError::TokenNotFound(_))
+            ));
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn concurrent_transitions_change_the_status_once() {
-        let dir = std::env::temp_dir().join(format!("kaa-store-cm-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::open(dir.join("kaa.db")).await.unwrap();
-        let t = store.insert_token(new_token("ep-1", "tok")).await.unwrap();
-        let tasks: Vec<_> = (0..8)
-            .map(|_| {
-                let (store, id) = (store.clone(), t.id.clone());
-                tokio::spawn(async move { store.transition_token(&id, TokenStatus::Revoked).await })
-            })
-            .collect();
-        let mut changed = 0;
-        for task in tasks {
-            changed += usize::from(task.await.unwrap().unwrap().changed());
-        }
-        assert_eq!(changed, 1, "exactly one caller saw the real transition");
-        store.close().await;
-        std::fs::remove_dir_all(&dir).unwrap();
+        on_both(|store| async move {
+            let t = store.insert_token(new_token("ep-1", "tok")).await.unwrap();
+            let tasks: Vec<_> = (0..8)
+                .map(|_| {
+                    let (store, id) = (store.clone(), t.id.clone());
+                    tokio::spawn(async move { store.transition_token(&id, TokenStatus::Revoked).await })
+                })
+                .collect();
+            let mut changed = 0;
+            for task in tasks {
+                changed += usize::from(task.await.unwrap().unwrap().changed());
+            }
+            assert_eq!(changed, 1, "exactly one caller saw the real transition");
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn deleting_an_endpoints_tokens_returns_them() {
-        let store = store().await;
-        let a = store.insert_token(new_token("ep-1", "a")).await.unwrap();
-        let b = store.insert_token(new_token("ep-1", "b")).await.unwrap();
-        let other = store.insert_token(new_token("ep-2", "c")).await.unwrap();
-        let mut deleted = store.delete_endpoint_tokens("ep-1").await.unwrap();
-        deleted.sort_by(|x, y| x.id.cmp(&y.id));
-        let mut expected = [a, b];
-        expected.sort_by(|x, y| x.id.cmp(&y.id));
-        assert_eq!(deleted, expected);
-        assert_eq!(store.token_by_value("a").await.unwrap(), None);
-        assert_eq!(store.token_by_value("c").await.unwrap(), Some(other));
-        assert!(store.delete_endpoint_tokens("ep-1").await.unwrap().is_empty());
-        // The values are free again.
-        store.insert_token(new_token("ep-3", "a")).await.unwrap();
+        on_both(|store| async move {
+            let a = store.insert_token(new_token("ep-1", "a")).await.unwrap();
+            let b = store.insert_token(new_token("ep-1", "b")).await.unwrap();
+            let other = store.insert_token(new_token("ep-2", "c")).await.unwrap();
+            let mut deleted = store.delete_endpoint_tokens("ep-1").await.unwrap();
+            deleted.sort_by(|x, y| x.id.cmp(&y.id));
+            let mut expected = [a, b];
+            expected.sort_by(|x, y| x.id.cmp(&y.id));
+            assert_eq!(deleted, expected);
+            assert_eq!(store.token_by_value("a").await.unwrap(), None);
+            assert_eq!(store.token_by_value("c").await.unwrap(), Some(other));
+            assert!(store.delete_endpoint_tokens("ep-1").await.unwrap().is_empty());
+            // The values are free again.
+            store.insert_token(new_token("ep-3", "a")).await.unwrap();
+        })
+        .await;
     }
 }
