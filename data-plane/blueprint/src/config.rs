@@ -17,6 +17,9 @@ pub enum ServiceConfig {
     Epr(EprConfig),
     Epmx(EpmxConfig),
     Cm(CmConfig),
+    Epl(EplConfig),
+    Dcx(DcxConfig),
+    Epts(EptsConfig),
 }
 
 impl ServiceConfig {
@@ -26,6 +29,9 @@ impl ServiceConfig {
             ServiceConfig::Epr(c) => &c.instance,
             ServiceConfig::Epmx(c) => &c.instance,
             ServiceConfig::Cm(c) => &c.instance,
+            ServiceConfig::Epl(c) => &c.instance,
+            ServiceConfig::Dcx(c) => &c.instance,
+            ServiceConfig::Epts(c) => &c.instance,
         }
     }
 
@@ -35,6 +41,9 @@ impl ServiceConfig {
             ServiceConfig::Epr(_) => ServiceKind::Epr,
             ServiceConfig::Epmx(_) => ServiceKind::Epmx,
             ServiceConfig::Cm(_) => ServiceKind::Cm,
+            ServiceConfig::Epl(_) => ServiceKind::Epl,
+            ServiceConfig::Dcx(_) => ServiceKind::Dcx,
+            ServiceConfig::Epts(_) => ServiceKind::Epts,
         }
     }
 }
@@ -452,6 +461,10 @@ impl Default for PasswordHashSettings {
         }
     }
 }
+
+// EPL, DCX, EPTS: endpoint connectivity and telemetry.
+mod telemetry;
+pub use telemetry::*;
 
 #[cfg(test)]
 mod tests {

@@ -9,6 +9,8 @@ use crate::config::*;
 use crate::spec::{Blueprint, ServiceInstance, ServiceKind};
 use crate::validate::{Invalid, Problems};
 
+mod telemetry;
+
 /// One service instance, ready to run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RenderedService {
@@ -101,6 +103,17 @@ pub(crate) fn render_checked(blueprint: &Blueprint, p: &mut Problems) -> Vec<Ren
                     max_in_flight: s.max_in_flight,
                 })
             }),
+            ServiceKind::Epl => settings::<EplSettings>(service, i, p).map(|settings| {
+                ServiceConfig::Epl(EplConfig {
+                    instance,
+                    epr_instance: epr.clone(),
+                    settings,
+                })
+            }),
+            ServiceKind::Dcx => settings::<DcxSettings>(service, i, p)
+                .map(|s| ServiceConfig::Dcx(telemetry::dcx(blueprint, instance, s, i, p))),
+            ServiceKind::Epts => settings::<EptsSettings>(service, i, p)
+                .map(|s| ServiceConfig::Epts(telemetry::epts(blueprint, instance, s, i, p))),
         };
         if let Some(config) = config {
             rendered.push(RenderedService {

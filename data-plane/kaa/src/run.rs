@@ -25,15 +25,15 @@ pub struct Args {
     /// NATS server URL.
     #[arg(long, default_value = "nats://127.0.0.1:4222", env = "KAA_NATS_URL")]
     nats_url: String,
-    /// SQLite database file; services that keep state (the register, the credential service)
-    /// require it.
+    /// SQLite database file; services that keep state (the register, the credential service,
+    /// the time series service) require it.
     #[arg(long, env = "KAA_DATABASE")]
     database: Option<PathBuf>,
     /// Management listener: `/health`, `/metrics` and the service's REST API.
     #[arg(long, default_value = "0.0.0.0:9000", env = "KAA_HTTP_ADDR")]
     http_addr: String,
     /// The file holding the admin API's bearer token (in Kubernetes, a mounted Secret). Required
-    /// for services with a REST API (epr, cm); without it the others answer only `/health`.
+    /// for services with a REST API (epr, cm, epts); without it the others answer only `/health`.
     #[arg(long, env = "KAA_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
     /// This replica's id (names its bus subjects); defaults to the host name plus a random suffix.
@@ -117,7 +117,10 @@ fn kind_parser() -> impl clap::builder::TypedValueParser<Value = ServiceKind> {
 
 /// Whether instances of `kind` keep state in a database. Deny-by-default, like [`serves_rest`].
 fn keeps_state(kind: ServiceKind) -> bool {
-    !matches!(kind, ServiceKind::Kpc | ServiceKind::Epmx)
+    !matches!(
+        kind,
+        ServiceKind::Kpc | ServiceKind::Epmx | ServiceKind::Epl | ServiceKind::Dcx
+    )
 }
 
 /// Whether the instance keeps its state in Kubernetes rather than a database (CM with
@@ -129,5 +132,8 @@ fn state_in_kubernetes(config: &ServiceConfig) -> bool {
 /// Whether instances of `kind` serve a REST API. Deny-by-default: a new kind needs the admin token
 /// until it is listed here as having no API.
 fn serves_rest(kind: ServiceKind) -> bool {
-    !matches!(kind, ServiceKind::Kpc | ServiceKind::Epmx)
+    !matches!(
+        kind,
+        ServiceKind::Kpc | ServiceKind::Epmx | ServiceKind::Epl | ServiceKind::Dcx
+    )
 }
