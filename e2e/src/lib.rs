@@ -393,6 +393,16 @@ impl Platform {
     }
 }
 
+/// Endpoint metadata without the connectivity keys EPL maintains (`connected`, `connectivity_ts`):
+/// what the device itself wrote.
+pub fn without_connectivity(mut metadata: Value) -> Value {
+    if let Some(map) = metadata.as_object_mut() {
+        map.remove("connected");
+        map.remove("connectivity_ts");
+    }
+    metadata
+}
+
 /// Waits until `{base}/health` answers 200 (the process's log is shown if it never does).
 async fn wait_healthy(base: &str, process: &Process) {
     let client = reqwest::Client::new();

@@ -165,6 +165,32 @@ async fn connectivity(platform: Platform) {
     let back = connected(&platform, &endpoint_id, true).await;
     assert!(back >= offline);
 
+    // The connectivity keys are the platform's: devices neither see nor overwrite them, and a
+    // full update keeps them.
+    let (suffix, body) = again
+        .request(
+            &format!("kp1/{AV}/epmx/online-meter/update/2"),
+            r#"{"model":"m"}"#,
+        )
+        .await;
+    assert_eq!(suffix, "/status", "{body}");
+    let (_, body) = again
+        .request(&format!("kp1/{AV}/epmx/online-meter/get/3"), "")
+        .await;
+    assert_eq!(body, json!({"model": "m"}));
+    let (suffix, body) = again
+        .request(
+            &format!("kp1/{AV}/epmx/online-meter/update/keys/4"),
+            r#"{"connected":false}"#,
+        )
+        .await;
+    assert_eq!(
+        (suffix.as_str(), body["statusCode"].as_i64()),
+        ("/error", Some(403)),
+        "{body}"
+    );
+    assert_eq!(connected(&platform, &endpoint_id, true).await, back);
+
     let q = format!("data?timeSeriesName=connectivity&fromDate=now-1h&endpointId={endpoint_id}");
     let values = eventually(DEADLINE, "three connectivity points", || async {
         let points = series(&platform, &q, &endpoint_id, "connectivity").await;

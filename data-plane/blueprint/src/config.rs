@@ -308,6 +308,10 @@ pub struct EpmxConfig {
     /// Device requests handled concurrently by one replica.
     #[serde(default = "default_epmx_max_in_flight")]
     pub max_in_flight: usize,
+    /// Metadata keys other services maintain (EPL's connectivity keys): devices neither see nor
+    /// write them, and a full `/update` keeps them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platform_keys: Vec<String>,
 }
 
 impl Default for EpmxConfig {
@@ -322,6 +326,7 @@ impl Default for EpmxConfig {
             epr_instance: ServiceKind::Epr.as_str().to_owned(),
             request_timeout_ms,
             max_in_flight,
+            platform_keys: Vec::new(),
         }
     }
 }

@@ -101,6 +101,7 @@ pub(crate) fn render_checked(blueprint: &Blueprint, p: &mut Problems) -> Vec<Ren
                     epr_instance: epr.clone(),
                     request_timeout_ms: s.request_timeout_ms,
                     max_in_flight: s.max_in_flight,
+                    platform_keys: telemetry::platform_keys(blueprint),
                 })
             }),
             ServiceKind::Epl => settings::<EplSettings>(service, i, p).map(|settings| {

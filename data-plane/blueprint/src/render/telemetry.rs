@@ -19,6 +19,24 @@ fn instances_of(blueprint: &Blueprint, kind: ServiceKind) -> Vec<String> {
         .collect()
 }
 
+/// The metadata keys EPL instances maintain (devices must not overwrite them through EPMX).
+pub(super) fn platform_keys(blueprint: &Blueprint) -> Vec<String> {
+    let mut keys: Vec<String> = blueprint
+        .spec
+        .services
+        .iter()
+        .filter(|s| s.kind == ServiceKind::Epl)
+        .flat_map(|s| {
+            let settings: EplSettings =
+                serde_json::from_value(serde_json::Value::Object(s.config.clone())).unwrap_or_default();
+            [settings.connected_key, settings.connectivity_ts_key]
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
 /// DCX: every version that lists this instance gets the defaults, overridden per version.
 pub(super) fn dcx(
     blueprint: &Blueprint,
@@ -194,6 +212,8 @@ spec:
             })
             .unwrap();
         assert_eq!(epl.epr_instance, "epr");
+        let epmx_keys = super::platform_keys(&Blueprint::from_yaml(TELEMETRY).unwrap());
+        assert_eq!(epmx_keys, ["connected", "connectivity_ts"]);
         assert_eq!(epl.settings.connected_key, "connected");
     }
 
