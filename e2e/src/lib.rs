@@ -9,6 +9,7 @@
 //! The `kaa` binary is `$KAA_BIN` or `target/debug/kaa` (`make test` builds it first).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)] // test harness: fail loudly
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
@@ -152,6 +153,9 @@ pub struct Platform {
     pub http: String,
     /// The HTTP base of the credential service's REST API (`http` under `kaa up`).
     pub cm_http: String,
+    /// Cluster mode: the HTTP base of the first process of each service kind (`/{kind}/...` REST
+    /// paths go there); empty under `kaa up`, where `http` serves every API.
+    pub rest: BTreeMap<String, String>,
     pub processes: Vec<Process>,
     pub nats: Option<NatsServer>,
     /// The database server of cluster mode on PostgreSQL ([`Platform::cluster_on_postgres`]).
@@ -258,6 +262,7 @@ impl Platform {
             https_port: None,
             cm_http: http.clone(),
             http,
+            rest: BTreeMap::new(),
             processes: vec![up],
             nats: None,
             postgres: None,
@@ -280,7 +285,8 @@ impl Platform {
         platform
     }
 
-    /// Cluster mode for `blueprint` (its single kpc service run as `kpcs` processes, replica ids
+    /// Cluster mode for `blueprint`: one `kaa run` process per rendered service instance, each
+    /// with its own database file (its single kpc service run as `kpcs` processes, replica ids
     /// `kpc-0`, `kpc-1`, ..., each on its own loopback port: `mqtt_ports`).
     pub async fn cluster_with(blueprint: &str, kpcs: usize) -> Platform {
         Self::launch_cluster(blueprint, kpcs, None).await
@@ -312,20 +318,33 @@ impl Platform {
         let mut mqtt_ports = Vec::new();
         let mut ws_ports = Vec::new();
         let (mut http, mut cm_http) = (String::new(), String::new());
-        // The credential service first: EPR provisions tokens through it, KPC validates with it.
-        let services = ["cm", "epr", "epmx"]
+        let mut rest = BTreeMap::new();
+        // Every rendered service: the credential service first (EPR provisions tokens through it,
+        // KPC validates with it), then EPR, the other services, and the gateway replicas last.
+        let mut rendered: Vec<(String, String)> = std::fs::read_dir(&configs)
+            .unwrap()
+            .map(|entry| {
+                let path = entry.unwrap().path();
+                let config: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+                let instance = path.file_stem().unwrap().to_str().unwrap().to_owned();
+                (config["kind"].as_str().unwrap().to_owned(), instance)
+            })
+            .filter(|(kind, _)| kind != "kpc")
+            .collect();
+        rendered.sort_by_key(|(kind, instance)| (kind != "cm", kind != "epr", instance.clone()));
+        let services = rendered
             .into_iter()
-            .map(|s| (s, s.to_owned()))
-            .chain((0..kpcs).map(|i| ("kpc", format!("kpc-{i}"))));
-        for (service, replica) in services {
+            .map(|(kind, instance)| (kind, instance.clone(), instance))
+            .chain((0..kpcs).map(|i| ("kpc".to_owned(), "kpc".to_owned(), format!("kpc-{i}"))));
+        for (kind, instance, replica) in services {
             let port = free_port();
-            let mut config = configs.join(format!("{service}.json"));
+            let mut config = configs.join(format!("{instance}.json"));
             let db = match database_url {
                 Some(url) => url.to_owned(),
-                None => dir.path().join(format!("{service}.db")).display().to_string(),
+                None => dir.path().join(format!("{instance}.db")).display().to_string(),
             };
             let addr = format!("127.0.0.1:{port}");
-            if service == "kpc" {
+            if kind == "kpc" {
                 // Each gateway replica on its own port: the rendered config with another listener.
                 let mqtt_port = free_port();
                 let mut kpc: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
@@ -341,7 +360,7 @@ impl Platform {
             }
             let mut args = vec![
                 "run",
-                service,
+                &kind,
                 "--config",
                 config.to_str().unwrap(),
                 "--nats-url",
@@ -349,25 +368,26 @@ impl Platform {
             ];
             args.extend(["--http-addr", &addr]);
             args.extend(["--admin-token-file", token_file.to_str().unwrap()]);
-            if service == "epr" || service == "cm" {
+            if kind == "kpc" {
+                args.extend(["--replica-id", &replica]);
+            } else {
+                // Each service its own database (stateless ones just leave it empty).
                 args.extend(["--database", &db]);
             }
-            if service == "kpc" {
-                args.extend(["--replica-id", &replica]);
-            }
-            let name = match service {
+            let name = match kind.as_str() {
                 "kpc" if kpcs > 1 => format!("kaa-run-{replica}"),
-                _ => format!("kaa-run-{service}"),
+                _ => format!("kaa-run-{instance}"),
             };
             let process = Process::spawn(&name, dir.path(), &args);
             let base = format!("http://{addr}");
             wait_healthy(&base, &process).await;
             processes.push(process);
-            match service {
-                "epr" => http = base,
-                "cm" => cm_http = base,
+            match kind.as_str() {
+                "epr" => http = base.clone(),
+                "cm" => cm_http = base.clone(),
                 _ => {}
             }
+            rest.entry(kind).or_insert(base);
         }
         Platform {
             mqtt_port: mqtt_ports[0],
@@ -378,6 +398,7 @@ impl Platform {
             https_port: None,
             http,
             cm_http,
+            rest,
             processes,
             nats: Some(nats),
             postgres: None,
@@ -406,12 +427,13 @@ impl Platform {
 
     /// A REST call with the admin token and an optional JSON body; returns status and JSON body
     /// (`Null` when the body is not JSON). Paths under `/cm/` and `/ccm/` go to the credential
-    /// service.
+    /// service, others to the service kind their first segment names (EPR when none does).
     pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> (u16, Value) {
-        let base = if path.starts_with("/cm/") || path.starts_with("/ccm/") {
+        let first = path.trim_start_matches('/').split('/').next().unwrap_or_default();
+        let base = if first == "cm" || first == "ccm" {
             &self.cm_http
         } else {
-            &self.http
+            self.rest.get(first).unwrap_or(&self.http)
         };
         let mut request = reqwest::Client::new()
             .request(method, format!("{base}{path}"))
@@ -428,6 +450,16 @@ impl Platform {
     pub async fn device(&self, client_id: &str) -> Device {
         Device::connect(self.mqtt_port, client_id).await
     }
+}
+
+/// Endpoint metadata without the connectivity keys EPL maintains (`connected`, `connectivity_ts`):
+/// what the device itself wrote.
+pub fn without_connectivity(mut metadata: Value) -> Value {
+    if let Some(map) = metadata.as_object_mut() {
+        map.remove("connected");
+        map.remove("connectivity_ts");
+    }
+    metadata
 }
 
 /// Waits until `{base}/health` answers 200 (the process's log is shown if it never does).

@@ -49,7 +49,12 @@ async fn bad_requests_get_documented_errors_and_the_platform_keeps_serving() {
             404,
             "no_such_version",
         ),
-        ("kp1/demo_application_v1/dcx/good-token/json/1", b"{}", 404, "dcx"),
+        (
+            "kp1/demo_application_v1/ghost/good-token/json/1",
+            b"{}",
+            404,
+            "ghost",
+        ),
         (
             "kp1/demo_application_v1/epmx/unknown-token/get/1",
             b"",

@@ -67,7 +67,18 @@ fn render_writes_one_config_per_instance_and_run_checks_the_kind() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     files.sort();
-    assert_eq!(files, ["cm.json", "epmx.json", "epr.json", "kpc.json"]);
+    assert_eq!(
+        files,
+        [
+            "cm.json",
+            "dcx.json",
+            "epl.json",
+            "epmx.json",
+            "epr.json",
+            "epts.json",
+            "kpc.json"
+        ]
+    );
     let kpc: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out_dir.join("kpc.json")).unwrap()).unwrap();
     assert_eq!(kpc["kind"], "kpc");
@@ -142,20 +153,24 @@ fn tls_listener_addresses_need_a_blueprint_with_that_listener() {
 fn run_lists_every_kind_and_stateful_kinds_need_a_database() {
     let help = kaa(&["run", "--help"]);
     assert!(
-        String::from_utf8_lossy(&help.stdout).contains("[possible values: kpc, epr, epmx, cm]"),
+        String::from_utf8_lossy(&help.stdout)
+            .contains("[possible values: kpc, epr, epmx, cm, epl, dcx, epts]"),
         "{}",
         String::from_utf8_lossy(&help.stdout)
     );
-    let unknown = kaa(&["run", "dcx", "--config", "x.json"]);
+    let unknown = kaa(&["run", "nope", "--config", "x.json"]);
     assert!(!unknown.status.success());
-    assert!(String::from_utf8_lossy(&unknown.stderr).contains("[possible values: kpc, epr, epmx, cm]"));
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr)
+            .contains("[possible values: kpc, epr, epmx, cm, epl, dcx, epts]")
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let configs = dir.path().join("configs");
     render_quickstart(&configs);
     let token = dir.path().join("admin-token");
     std::fs::write(&token, "t0ken").unwrap();
-    for kind in ["epr", "cm"] {
+    for kind in ["epr", "cm", "epts"] {
         let config = configs.join(format!("{kind}.json"));
         let out = kaa(&[
             "run",

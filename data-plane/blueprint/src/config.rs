@@ -21,6 +21,9 @@ pub enum ServiceConfig {
     Epr(EprConfig),
     Epmx(EpmxConfig),
     Cm(CmConfig),
+    Epl(EplConfig),
+    Dcx(DcxConfig),
+    Epts(EptsConfig),
 }
 
 impl ServiceConfig {
@@ -30,6 +33,9 @@ impl ServiceConfig {
             ServiceConfig::Epr(c) => &c.instance,
             ServiceConfig::Epmx(c) => &c.instance,
             ServiceConfig::Cm(c) => &c.instance,
+            ServiceConfig::Epl(c) => &c.instance,
+            ServiceConfig::Dcx(c) => &c.instance,
+            ServiceConfig::Epts(c) => &c.instance,
         }
     }
 
@@ -39,6 +45,9 @@ impl ServiceConfig {
             ServiceConfig::Epr(_) => ServiceKind::Epr,
             ServiceConfig::Epmx(_) => ServiceKind::Epmx,
             ServiceConfig::Cm(_) => ServiceKind::Cm,
+            ServiceConfig::Epl(_) => ServiceKind::Epl,
+            ServiceConfig::Dcx(_) => ServiceKind::Dcx,
+            ServiceConfig::Epts(_) => ServiceKind::Epts,
         }
     }
 }
@@ -465,6 +474,10 @@ pub struct EpmxConfig {
     /// Device requests handled concurrently by one replica.
     #[serde(default = "default_epmx_max_in_flight")]
     pub max_in_flight: usize,
+    /// Metadata keys other services maintain (EPL's connectivity keys): devices neither see nor
+    /// write them, and a full `/update` keeps them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platform_keys: Vec<String>,
 }
 
 impl Default for EpmxConfig {
@@ -479,6 +492,7 @@ impl Default for EpmxConfig {
             epr_instance: ServiceKind::Epr.as_str().to_owned(),
             request_timeout_ms,
             max_in_flight,
+            platform_keys: Vec::new(),
         }
     }
 }
@@ -618,6 +632,10 @@ impl Default for PasswordHashSettings {
         }
     }
 }
+
+// EPL, DCX, EPTS: endpoint connectivity and telemetry.
+mod telemetry;
+pub use telemetry::*;
 
 #[cfg(test)]
 mod tests {

@@ -9,6 +9,8 @@ use crate::config::*;
 use crate::spec::{Blueprint, ServiceInstance, ServiceKind};
 use crate::validate::{Invalid, Problems};
 
+mod telemetry;
+
 /// One service instance, ready to run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RenderedService {
@@ -104,8 +106,20 @@ pub(crate) fn render_checked(blueprint: &Blueprint, p: &mut Problems) -> Vec<Ren
                     epr_instance: epr.clone(),
                     request_timeout_ms: s.request_timeout_ms,
                     max_in_flight: s.max_in_flight,
+                    platform_keys: telemetry::platform_keys(blueprint),
                 })
             }),
+            ServiceKind::Epl => settings::<EplSettings>(service, i, p).map(|settings| {
+                ServiceConfig::Epl(EplConfig {
+                    instance,
+                    epr_instance: epr.clone(),
+                    settings,
+                })
+            }),
+            ServiceKind::Dcx => settings::<DcxSettings>(service, i, p)
+                .map(|s| ServiceConfig::Dcx(telemetry::dcx(blueprint, instance, s, i, p))),
+            ServiceKind::Epts => settings::<EptsSettings>(service, i, p)
+                .map(|s| ServiceConfig::Epts(telemetry::epts(blueprint, instance, s, i, p))),
         };
         if let Some(ServiceConfig::Kpc(kpc)) = &config {
             for (key, why) in kpc.limits.problems() {

@@ -96,14 +96,23 @@ pub enum ServiceKind {
     Epmx,
     /// The credential service: endpoint tokens and client credentials (the 16/ECAP provider).
     Cm,
+    /// Endpoint lifecycle: 9/ELCE connectivity events -> EPR metadata and a `connectivity` series.
+    Epl,
+    /// The 2/DCP data collection extension (13/DSTP transmitter).
+    Dcx,
+    /// Endpoint time series: stores 13/DSTP samples and 14/TSTP points, REST `/epts/api/v1`.
+    Epts,
 }
 
 impl ServiceKind {
-    pub const ALL: [ServiceKind; 4] = [
+    pub const ALL: [ServiceKind; 7] = [
         ServiceKind::Kpc,
         ServiceKind::Epr,
         ServiceKind::Epmx,
         ServiceKind::Cm,
+        ServiceKind::Epl,
+        ServiceKind::Dcx,
+        ServiceKind::Epts,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -112,12 +121,15 @@ impl ServiceKind {
             ServiceKind::Epr => "epr",
             ServiceKind::Epmx => "epmx",
             ServiceKind::Cm => "cm",
+            ServiceKind::Epl => "epl",
+            ServiceKind::Dcx => "dcx",
+            ServiceKind::Epts => "epts",
         }
     }
 
     /// Whether devices reach this kind as a 1/KP extension instance.
     pub fn is_extension(self) -> bool {
-        matches!(self, ServiceKind::Epmx)
+        matches!(self, ServiceKind::Epmx | ServiceKind::Dcx)
     }
 }
 

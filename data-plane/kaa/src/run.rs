@@ -25,7 +25,7 @@ pub struct Args {
     /// NATS server URL.
     #[arg(long, default_value = "nats://127.0.0.1:4222", env = "KAA_NATS_URL")]
     nats_url: String,
-    /// The database of services that keep state (the register, the credential service): a
+    /// The database of services that keep state (the register, the credential service, the time series service): a
     /// PostgreSQL URL (`postgres://user:password@host:5432/db`; prefer the environment variable
     /// for one with a password) or an SQLite file, created if missing.
     #[arg(long, env = "KAA_DATABASE", value_name = "FILE|URL")]
@@ -34,7 +34,7 @@ pub struct Args {
     #[arg(long, default_value = "0.0.0.0:9000", env = "KAA_HTTP_ADDR")]
     http_addr: String,
     /// The file holding the admin API's bearer token (in Kubernetes, a mounted Secret). Required
-    /// for services with a REST API (epr, cm); without it the others answer only `/health`.
+    /// for services with a REST API (epr, cm, epts); without it the others answer only `/health`.
     #[arg(long, env = "KAA_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
     /// This replica's id (names its bus subjects); defaults to the host name plus a random suffix.
@@ -124,7 +124,10 @@ fn kind_parser() -> impl clap::builder::TypedValueParser<Value = ServiceKind> {
 
 /// Whether instances of `kind` keep state in a database. Deny-by-default, like [`serves_rest`].
 fn keeps_state(kind: ServiceKind) -> bool {
-    !matches!(kind, ServiceKind::Kpc | ServiceKind::Epmx)
+    !matches!(
+        kind,
+        ServiceKind::Kpc | ServiceKind::Epmx | ServiceKind::Epl | ServiceKind::Dcx
+    )
 }
 
 /// Whether the instance keeps its state in Kubernetes rather than a database (CM with
@@ -136,5 +139,8 @@ fn state_in_kubernetes(config: &ServiceConfig) -> bool {
 /// Whether instances of `kind` serve a REST API. Deny-by-default: a new kind needs the admin token
 /// until it is listed here as having no API.
 fn serves_rest(kind: ServiceKind) -> bool {
-    !matches!(kind, ServiceKind::Kpc | ServiceKind::Epmx)
+    !matches!(
+        kind,
+        ServiceKind::Kpc | ServiceKind::Epmx | ServiceKind::Epl | ServiceKind::Dcx
+    )
 }

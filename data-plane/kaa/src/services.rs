@@ -9,7 +9,7 @@ use kaa_blueprint::config::ServiceConfig;
 use kaa_bus::Bus;
 use kaa_bus::metrics::Metrics;
 use kaa_kpc::Kpc;
-use kaa_services::{cm, epmx, epr};
+use kaa_services::{cm, dcx, epl, epmx, epr, epts};
 use kaa_store::Store;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -113,6 +113,34 @@ impl Platform {
                     platform.tasks.spawn(async move {
                         if let Err(e) = epmx::serve(bus, config, stop).await {
                             tracing::error!(error = %e, "EPMX stopped");
+                        }
+                    });
+                }
+                ServiceConfig::Epl(config) => {
+                    let (bus, stop) = (ctx.bus.clone(), ctx.shutdown.clone());
+                    platform.tasks.spawn(async move {
+                        if let Err(e) = epl::serve(bus, config, stop).await {
+                            tracing::error!(error = %e, "EPL stopped");
+                        }
+                    });
+                }
+                ServiceConfig::Dcx(config) => {
+                    dcx::validate(&config)?;
+                    let (bus, stop) = (ctx.bus.clone(), ctx.shutdown.clone());
+                    let replica = format!("{instance}-{}", ctx.replica);
+                    platform.tasks.spawn(async move {
+                        if let Err(e) = dcx::serve(bus, config, &replica, stop).await {
+                            tracing::error!(error = %e, "DCX stopped");
+                        }
+                    });
+                }
+                ServiceConfig::Epts(config) => {
+                    let state = epts::EptsState::new(ctx.store(&instance)?, config)?;
+                    platform.router = platform.router.merge(epts::router(state.clone()));
+                    let (bus, stop) = (ctx.bus.clone(), ctx.shutdown.clone());
+                    platform.tasks.spawn(async move {
+                        if let Err(e) = epts::serve(bus, state, stop).await {
+                            tracing::error!(error = %e, "EPTS stopped");
                         }
                     });
                 }

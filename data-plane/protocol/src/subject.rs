@@ -99,6 +99,18 @@ pub fn tstp_data_points(transmitter: &str, time_series: &str) -> String {
     ])
 }
 
+/// 13/DSTP: where a transmitter replica wants receivers' `DataSamplesProcessed` answers:
+/// `kaa.v1.replica.{replica}.dstp.DataSamplesProcessed`.
+pub fn dstp_processed_replica(transmitter_replica: &str) -> String {
+    replica(transmitter_replica, "dstp", "DataSamplesProcessed")
+}
+
+/// Every KPC instance's 9/ELCE connectivity events: `kaa.v1.events.*.endpoint.connectivity.*`
+/// (a subscription pattern, not a subject to publish on).
+pub fn elce_connectivity_any() -> String {
+    event("*", "endpoint", "connectivity", "*")
+}
+
 /// `kaa.v1.service.{provider}.ecap.ep-token-request`
 pub fn ecap_token_request(provider: &str) -> String {
     ecap_request(provider, ecap::EP_TOKEN_REQUEST)
@@ -189,6 +201,15 @@ mod tests {
         assert_eq!(
             tstp_data_points("epl", "connectivity"),
             "kaa.v1.events.epl.endpoint.data-collection.data-points-received.connectivity"
+        );
+        assert_eq!(
+            dstp_processed_replica("dcx-0"),
+            "kaa.v1.replica.dcx-0.dstp.DataSamplesProcessed"
+        );
+        assert_eq!(elce_connectivity_any(), "kaa.v1.events.*.endpoint.connectivity.*");
+        assert_eq!(
+            tstp_data_points("epl", "*"),
+            "kaa.v1.events.epl.endpoint.data-collection.data-points-received.*"
         );
         assert_eq!(
             ecap_token_request("cm"),

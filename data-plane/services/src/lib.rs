@@ -12,6 +12,12 @@
 //! - [`epmx`]: the endpoint metadata extension. Answers devices' 10/EPMP requests that the
 //!   gateway forwards as 4/ESP `ClientData`, reading and writing metadata only through EPR's
 //!   19/EPMMP requests on the bus ([`epmx::serve`]).
+//! - [`epl`]: endpoint lifecycle. Turns 9/ELCE connectivity events into EPR metadata
+//!   (`connected`, `connectivity_ts`, over 19/EPMMP) and 14/TSTP `connectivity` points.
+//! - [`dcx`]: the 2/DCP data collection extension. Forwards devices' samples as 13/DSTP events
+//!   and answers once the reliable receivers confirmed them.
+//! - [`epts`]: endpoint time series. Owns data points (13/DSTP samples by per-application
+//!   extraction, 14/TSTP points) and serves them over REST (`/epts/api/v1`), with retention.
 //! - [`rest`]: what every REST API shares: [`rest::AppError`] (one JSON error shape) and body
 //!   parsing.
 //! - `worker` (private): the loop every bus handler shares: read a subscription, handle each
@@ -22,7 +28,10 @@
 //! where it has a REST API, a `router(state) -> axum::Router` that the binary mounts.
 
 pub mod cm;
+pub mod dcx;
+pub mod epl;
 pub mod epmx;
 pub mod epr;
+pub mod epts;
 pub mod rest;
 mod worker;

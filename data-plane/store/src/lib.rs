@@ -6,6 +6,7 @@
 //!   writes these tables; everyone else goes through EPR's bus protocols or REST.
 //! - [`cm`]: the credential service's repository (endpoint tokens, client credentials), secrets
 //!   stored only as hashes. Only the CM service uses it.
+//! - [`epts`]: the time series service's data points. Only the EPTS service uses it.
 //!
 //! # Backends
 //! One schema, one set of migrations and one set of queries for both engines, through sqlx's
@@ -37,6 +38,7 @@ use sqlx::{
 
 pub mod cm;
 pub mod epr;
+pub mod epts;
 #[cfg(test)]
 mod testing;
 
@@ -48,6 +50,7 @@ pub use epr::{
     Endpoint, EndpointPage, EprError, ListFilter, Metadata, MetadataUpdate, NewEndpoint,
     is_valid_metadata_key,
 };
+pub use epts::{EptsError, NewPoint, Order, PointQuery, StoredPoint};
 
 /// The migrations, embedded in the binary. Listed by hand because sqlx's `migrate!` macro needs
 /// the `macros` feature (and its proc-macro build); a unit test checks this list against the
@@ -55,6 +58,7 @@ pub use epr::{
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "epr", include_str!("../migrations/0001_epr.sql")),
     (2, "cm", include_str!("../migrations/0002_cm.sql")),
+    (3, "epts", include_str!("../migrations/0003_epts.sql")),
 ];
 
 /// Connections per process; PostgreSQL counts them against its `max_connections` (100 by

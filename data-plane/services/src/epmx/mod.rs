@@ -94,6 +94,7 @@ pub async fn serve(bus: Bus, config: Config, shutdown: CancellationToken) -> Res
         Duration::from_millis(config.request_timeout_ms),
     );
     let instance = config.instance.clone();
+    let platform_keys = std::sync::Arc::new(config.platform_keys.clone());
     worker::run(
         "epmx.esp.ClientData",
         sub,
@@ -103,6 +104,7 @@ pub async fn serve(bus: Bus, config: Config, shutdown: CancellationToken) -> Res
             let bus = bus.clone();
             let epr = epr.clone();
             let instance = instance.clone();
+            let platform_keys = platform_keys.clone();
             async move {
                 let data = match ClientData::from_avro(&msg.payload) {
                     Ok(data) => data,
@@ -112,7 +114,7 @@ pub async fn serve(bus: Bus, config: Config, shutdown: CancellationToken) -> Res
                         return;
                     }
                 };
-                let reply = handle(&epr, &instance, data).await;
+                let reply = handle(&epr, &instance, &platform_keys, data).await;
                 worker::reply(&bus, &msg, reply.to_avro()).await;
             }
         },
@@ -121,8 +123,14 @@ pub async fn serve(bus: Bus, config: Config, shutdown: CancellationToken) -> Res
     Ok(())
 }
 
-/// Answers one 10/EPMP request.
-pub async fn handle(epr: &EprClient, instance: &str, data: ClientData) -> ExtensionData {
+/// Answers one 10/EPMP request. `platform_keys` are hidden from the device (10/EPMP access
+/// control: keys it may neither read nor write are left out of listings; naming one is 403).
+pub async fn handle(
+    epr: &EprClient,
+    instance: &str,
+    platform_keys: &[String],
+    data: ClientData,
+) -> ExtensionData {
     let outcome = match &data.endpoint_id {
         None => Err(Failure::new(
             400,
@@ -130,7 +138,13 @@ pub async fn handle(epr: &EprClient, instance: &str, data: ClientData) -> Extens
         )),
         Some(endpoint_id) => match request::parse(&data.resource_path, &data.payload) {
             Err(e) => Err(Failure::new(e.status_code(), e.to_string())),
-            Ok(req) => execute(epr, &data.correlation_id, endpoint_id, req).await,
+            Ok(req) => match named_platform_key(&req, platform_keys) {
+                Some(key) => Err(Failure::new(
+                    403,
+                    format!("metadata key {key} is maintained by the platform"),
+                )),
+                None => execute(epr, &data.correlation_id, endpoint_id, platform_keys, req).await,
+            },
         },
     };
     if let Err(f) = &outcome {
@@ -161,16 +175,31 @@ pub async fn handle(epr: &EprClient, instance: &str, data: ClientData) -> Extens
     }
 }
 
+/// The first platform key a request names explicitly.
+fn named_platform_key<'a>(req: &'a Request, platform_keys: &[String]) -> Option<&'a str> {
+    let named: Box<dyn Iterator<Item = &String>> = match req {
+        Request::GetKeys | Request::Get(None) => return None,
+        Request::Get(Some(keys)) | Request::DeleteKeys(keys) => Box::new(keys.iter()),
+        Request::Update(values) | Request::UpdateKeys(values) => Box::new(values.keys()),
+    };
+    named
+        .map(String::as_str)
+        .find(|k| platform_keys.iter().any(|p| p == k))
+}
+
 /// Runs a validated request against EPR; `Some(bytes)` is the response payload.
 async fn execute(
     epr: &EprClient,
     cid: &str,
     endpoint_id: &str,
+    platform_keys: &[String],
     req: Request,
 ) -> Result<Option<Vec<u8>>, Failure> {
+    let hidden = |k: &String| platform_keys.contains(k);
     match req {
         Request::GetKeys => {
-            let keys = epr.keys(cid, endpoint_id).await?;
+            let mut keys = epr.keys(cid, endpoint_id).await?;
+            keys.retain(|k| !hidden(k));
             Ok(Some(Value::from(keys).to_string().into_bytes()))
         }
         Request::Get(keys) => {
@@ -181,7 +210,11 @@ async fn execute(
                     serde_json::Map::new()
                 }
                 Some(keys) => epr.get(cid, endpoint_id, &keys).await?.body,
-                None => epr.get(cid, endpoint_id, &[]).await?.body,
+                None => {
+                    let mut body = epr.get(cid, endpoint_id, &[]).await?.body;
+                    body.retain(|k, _| !hidden(k));
+                    body
+                }
             };
             Ok(Some(Value::Object(body).to_string().into_bytes()))
         }
@@ -197,7 +230,7 @@ async fn execute(
             conditional(epr, cid, endpoint_id, &[], |current| {
                 let removals = current
                     .keys()
-                    .filter(|k| !values.contains_key(*k))
+                    .filter(|k| !values.contains_key(*k) && !hidden(k))
                     .map(|k| json!({"op": "remove", "path": pointer(k)}));
                 let adds = values
                     .iter()

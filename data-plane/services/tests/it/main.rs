@@ -9,6 +9,8 @@
 //! - `cm_kubernetes`: what only the Secret backend has: the documented layout, Secrets changed or
 //!   deleted behind CM's back (revoked at once), credentials present before CM starts, validation
 //!   without API calls, two replicas writing one Secret, a watch that missed changes.
+//! - `telemetry`: DCX, EPTS and EPL on the bus: batches stored before DCX answers, failing and
+//!   silent receivers, connectivity kept newest-first whatever the event order.
 
 #![allow(
     clippy::unwrap_used,
@@ -20,3 +22,4 @@ mod cm;
 mod cm_kubernetes;
 mod epr_rest;
 mod support;
+mod telemetry;
