@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::ServiceKind;
 
+mod control;
+pub use control::*;
+
 /// The rendered configuration of one service instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -17,6 +20,9 @@ pub enum ServiceConfig {
     Epr(EprConfig),
     Epmx(EpmxConfig),
     Cm(CmConfig),
+    Cmx(CmxConfig),
+    Cex(CexConfig),
+    Bcx(BcxConfig),
 }
 
 impl ServiceConfig {
@@ -26,6 +32,9 @@ impl ServiceConfig {
             ServiceConfig::Epr(c) => &c.instance,
             ServiceConfig::Epmx(c) => &c.instance,
             ServiceConfig::Cm(c) => &c.instance,
+            ServiceConfig::Cmx(c) => &c.instance,
+            ServiceConfig::Cex(c) => &c.instance,
+            ServiceConfig::Bcx(c) => &c.instance,
         }
     }
 
@@ -35,6 +44,9 @@ impl ServiceConfig {
             ServiceConfig::Epr(_) => ServiceKind::Epr,
             ServiceConfig::Epmx(_) => ServiceKind::Epmx,
             ServiceConfig::Cm(_) => ServiceKind::Cm,
+            ServiceConfig::Cmx(_) => ServiceKind::Cmx,
+            ServiceConfig::Cex(_) => ServiceKind::Cex,
+            ServiceConfig::Bcx(_) => ServiceKind::Bcx,
         }
     }
 }

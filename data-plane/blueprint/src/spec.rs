@@ -96,14 +96,23 @@ pub enum ServiceKind {
     Epmx,
     /// The credential service: endpoint tokens and client credentials (the 16/ECAP provider).
     Cm,
+    /// The 7/CMP configuration extension (instances `cmx`, `cmx_ota`, ...).
+    Cmx,
+    /// The 11/CEP command execution extension.
+    Cex,
+    /// The binary data upload extension (`/token` over 1/KP, uploads over REST).
+    Bcx,
 }
 
 impl ServiceKind {
-    pub const ALL: [ServiceKind; 4] = [
+    pub const ALL: [ServiceKind; 7] = [
         ServiceKind::Kpc,
         ServiceKind::Epr,
         ServiceKind::Epmx,
         ServiceKind::Cm,
+        ServiceKind::Cmx,
+        ServiceKind::Cex,
+        ServiceKind::Bcx,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -112,12 +121,18 @@ impl ServiceKind {
             ServiceKind::Epr => "epr",
             ServiceKind::Epmx => "epmx",
             ServiceKind::Cm => "cm",
+            ServiceKind::Cmx => "cmx",
+            ServiceKind::Cex => "cex",
+            ServiceKind::Bcx => "bcx",
         }
     }
 
     /// Whether devices reach this kind as a 1/KP extension instance.
     pub fn is_extension(self) -> bool {
-        matches!(self, ServiceKind::Epmx)
+        matches!(
+            self,
+            ServiceKind::Epmx | ServiceKind::Cmx | ServiceKind::Cex | ServiceKind::Bcx
+        )
     }
 }
 

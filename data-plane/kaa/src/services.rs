@@ -9,7 +9,7 @@ use kaa_blueprint::config::ServiceConfig;
 use kaa_bus::Bus;
 use kaa_bus::metrics::Metrics;
 use kaa_kpc::Kpc;
-use kaa_services::{cm, epmx, epr};
+use kaa_services::{bcx, cex, cm, cmx, epmx, epr};
 use kaa_store::Store;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -66,6 +66,8 @@ impl Platform {
             router: Router::new(),
             tasks: TaskTracker::new(),
         };
+        // One ECR router serves every CMX instance of the process (`?name=` picks one).
+        let mut cmx_states = Vec::new();
         for config in configs {
             let instance = config.instance().to_owned();
             match config {
@@ -113,6 +115,21 @@ impl Platform {
                         }
                     });
                 }
+                ServiceConfig::Cmx(config) => {
+                    let state = cmx::CmxState::new(ctx.store(&instance)?, ctx.bus.clone(), config)?;
+                    cmx_states.push(state.clone());
+                    platform.spawn_serving("CMX", cmx::serve(state, ctx.shutdown.clone()));
+                }
+                ServiceConfig::Cex(config) => {
+                    let state = cex::CexState::new(ctx.store(&instance)?, ctx.bus.clone(), config)?;
+                    platform.router = platform.router.merge(cex::router(state.clone()));
+                    platform.spawn_serving("CEX", cex::serve(state, ctx.shutdown.clone()));
+                }
+                ServiceConfig::Bcx(config) => {
+                    let state = bcx::BcxState::new(ctx.store(&instance)?, ctx.bus.clone(), config)?;
+                    platform.router = platform.router.merge(bcx::router(state.clone()));
+                    platform.spawn_serving("BCX", bcx::serve(state, ctx.shutdown.clone()));
+                }
                 ServiceConfig::Kpc(c) => {
                     let replica = format!("{instance}-{}", ctx.replica);
                     let kpc = Kpc::start(c, ctx.bus.clone(), replica, &ctx.metrics).await?;
@@ -124,7 +141,23 @@ impl Platform {
                 }
             }
         }
+        if !cmx_states.is_empty() {
+            platform.router = platform.router.merge(cmx::router(cmx_states));
+        }
         Ok(platform)
+    }
+
+    /// Runs a service's bus handlers until shutdown, logging why they stopped early.
+    fn spawn_serving<E: std::fmt::Display>(
+        &self,
+        name: &'static str,
+        serving: impl std::future::Future<Output = Result<(), E>> + Send + 'static,
+    ) {
+        self.tasks.spawn(async move {
+            if let Err(e) = serving.await {
+                tracing::error!(error = %e, "{name} stopped");
+            }
+        });
     }
 
     /// The REST APIs of the running instances, to be served next to `/health`.

@@ -12,6 +12,17 @@
 //! - [`epmx`]: the endpoint metadata extension. Answers devices' 10/EPMP requests that the
 //!   gateway forwards as 4/ESP `ClientData`, reading and writing metadata only through EPR's
 //!   19/EPMMP requests on the bus ([`epmx::serve`]).
+//! - [`cmx`]: the 7/CMP configuration extension (instances `cmx`, `cmx_ota`, ...): configuration
+//!   documents per application version and per endpoint, pushed to devices, REST under
+//!   `/ecr/api/v1`.
+//! - [`cex`]: the 11/CEP command execution extension: commands over REST (`/cex/api/v1`),
+//!   delivered to devices (pushed, or on their next connection), their results back over REST.
+//! - [`bcx`]: binary data upload: a 1/KP `/token` resource hands devices an upload token, REST
+//!   (`/bcx/api/v1`) takes their uploads and lists / serves them.
+//! - [`presence`]: which endpoints are online through which gateway replica (9/ELCE), and pushes
+//!   to them; shared by CMX and CEX.
+//! - [`extension`]: what every 1/KP extension shares: the ClientData loop and the answer to a
+//!   device request.
 //! - [`rest`]: what every REST API shares: [`rest::AppError`] (one JSON error shape) and body
 //!   parsing.
 //! - `worker` (private): the loop every bus handler shares: read a subscription, handle each
@@ -21,8 +32,13 @@
 //! runs its bus handlers until a [`tokio_util::sync::CancellationToken`] is cancelled, and,
 //! where it has a REST API, a `router(state) -> axum::Router` that the binary mounts.
 
+pub mod bcx;
+pub mod cex;
 pub mod cm;
+pub mod cmx;
 pub mod epmx;
 pub mod epr;
+pub mod extension;
+pub mod presence;
 pub mod rest;
 mod worker;

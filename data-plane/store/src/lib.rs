@@ -6,6 +6,8 @@
 //!   writes these tables; everyone else goes through EPR's bus protocols or REST.
 //! - [`cm`]: the credential service's repository (endpoint tokens, client credentials), secrets
 //!   stored only as hashes. Only the CM service uses it.
+//! - [`cmx`], [`cex`], [`bcx`]: the device-control extensions' repositories (configuration
+//!   documents and statuses; commands and results; upload tokens and blobs), one per service.
 //!
 //! The backend today is SQLite (bundled). Every statement and migration is written in portable
 //! SQL (TEXT/BIGINT, no AUTOINCREMENT, no engine-specific functions) so that the same migrations
@@ -20,7 +22,10 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
 };
 
+pub mod bcx;
+pub mod cex;
 pub mod cm;
+pub mod cmx;
 pub mod epr;
 
 pub use cm::{
@@ -38,6 +43,9 @@ pub use epr::{
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "epr", include_str!("../migrations/0001_epr.sql")),
     (2, "cm", include_str!("../migrations/0002_cm.sql")),
+    (4, "cmx", include_str!("../migrations/0004_cmx.sql")),
+    (5, "cex", include_str!("../migrations/0005_cex.sql")),
+    (6, "bcx", include_str!("../migrations/0006_bcx.sql")),
 ];
 
 /// How long a writer waits for SQLite's write lock before giving up (WAL allows one writer).
