@@ -9,6 +9,7 @@
 //! The `kaa` binary is `$KAA_BIN` or `target/debug/kaa` (`make test` builds it first).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)] // test harness: fail loudly
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
@@ -137,6 +138,8 @@ pub struct Platform {
     pub http: String,
     /// The HTTP base of the credential service's REST API (`http` under `kaa up`).
     pub cm_http: String,
+    /// Cluster mode: each service instance's HTTP base (empty under `kaa up`: all on `http`).
+    pub service_http: BTreeMap<String, String>,
     pub processes: Vec<Process>,
     pub nats: Option<NatsServer>,
     pub dir: tempfile::TempDir,
@@ -222,6 +225,7 @@ impl Platform {
             mqtt_ports: vec![mqtt_port],
             mqtts_port: None,
             cm_http: http.clone(),
+            service_http: BTreeMap::new(),
             http,
             processes: vec![up],
             nats: None,
@@ -265,15 +269,35 @@ impl Platform {
         let mut processes = Vec::new();
         let mut mqtt_ports = Vec::new();
         let (mut http, mut cm_http) = (String::new(), String::new());
-        // The credential service first: EPR provisions tokens through it, KPC validates with it.
-        let services = ["cm", "epr", "epmx"]
+        // Every rendered service: the credential service first (EPR provisions tokens through it,
+        // KPC validates with it), then EPR, then the other services, the gateways last.
+        let mut rendered: Vec<(String, String)> = std::fs::read_dir(&configs)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .map(|p| {
+                let config: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+                let instance = p.file_stem().unwrap().to_str().unwrap().to_owned();
+                (config["kind"].as_str().unwrap().to_owned(), instance)
+            })
+            .filter(|(kind, _)| kind != "kpc")
+            .collect();
+        let rank = |kind: &str| match kind {
+            "cm" => 0,
+            "epr" => 1,
+            _ => 2,
+        };
+        rendered.sort_by(|a, b| (rank(&a.0), &a.1).cmp(&(rank(&b.0), &b.1)));
+        let services = rendered
             .into_iter()
-            .map(|s| (s, s.to_owned()))
-            .chain((0..kpcs).map(|i| ("kpc", format!("kpc-{i}"))));
-        for (service, replica) in services {
+            .map(|(kind, instance)| (kind, instance.clone(), instance))
+            .chain((0..kpcs).map(|i| ("kpc".to_owned(), "kpc".to_owned(), format!("kpc-{i}"))));
+        let mut service_http = BTreeMap::new();
+        for (kind, instance, replica) in services {
+            let service = kind.as_str();
             let port = free_port();
-            let mut config = configs.join(format!("{service}.json"));
-            let db = dir.path().join(format!("{service}.db"));
+            let mut config = configs.join(format!("{instance}.json"));
+            let db = dir.path().join(format!("{instance}.db"));
             let addr = format!("127.0.0.1:{port}");
             if service == "kpc" {
                 // Each gateway replica on its own port: the rendered config with another listener.
@@ -294,7 +318,7 @@ impl Platform {
             ];
             args.extend(["--http-addr", &addr]);
             args.extend(["--admin-token-file", token_file.to_str().unwrap()]);
-            if service == "epr" || service == "cm" {
+            if service != "kpc" {
                 args.extend(["--database", db.to_str().unwrap()]);
             }
             if service == "kpc" {
@@ -302,17 +326,18 @@ impl Platform {
             }
             let name = match service {
                 "kpc" if kpcs > 1 => format!("kaa-run-{replica}"),
-                _ => format!("kaa-run-{service}"),
+                _ => format!("kaa-run-{instance}"),
             };
             let process = Process::spawn(&name, dir.path(), &args);
             let base = format!("http://{addr}");
             wait_healthy(&base, &process).await;
             processes.push(process);
             match service {
-                "epr" => http = base,
-                "cm" => cm_http = base,
+                "epr" => http = base.clone(),
+                "cm" => cm_http = base.clone(),
                 _ => {}
             }
+            service_http.insert(instance, base);
         }
         Platform {
             mqtt_port: mqtt_ports[0],
@@ -320,6 +345,7 @@ impl Platform {
             mqtts_port: None,
             http,
             cm_http,
+            service_http,
             processes,
             nats: Some(nats),
             dir,
@@ -349,11 +375,7 @@ impl Platform {
     /// (`Null` when the body is not JSON). Paths under `/cm/` and `/ccm/` go to the credential
     /// service.
     pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> (u16, Value) {
-        let base = if path.starts_with("/cm/") || path.starts_with("/ccm/") {
-            &self.cm_http
-        } else {
-            &self.http
-        };
+        let base = self.base_for(path);
         let mut request = reqwest::Client::new()
             .request(method, format!("{base}{path}"))
             .bearer_auth(&self.admin_token);
@@ -363,6 +385,26 @@ impl Platform {
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The HTTP base serving `path`: in cluster mode the process of the service that owns the
+    /// path's API (`/ecr/...?name=X`: the CMX instance serving configuration X).
+    pub fn base_for(&self, path: &str) -> &str {
+        if path.starts_with("/cm/") || path.starts_with("/ccm/") {
+            return &self.cm_http;
+        }
+        let instance = match path.split('/').nth(1) {
+            Some("ecr") => match path.split_once("name=") {
+                Some((_, rest)) => match rest.split('&').next() {
+                    Some("default") | None => "cmx",
+                    Some(name) => name,
+                },
+                None => "cmx",
+            },
+            Some(api @ ("cex" | "bcx" | "epts")) => api,
+            _ => return &self.http,
+        };
+        self.service_http.get(instance).unwrap_or(&self.http)
     }
 
     /// A new device connection to the gateway.
