@@ -67,7 +67,18 @@ fn render_writes_one_config_per_instance_and_run_checks_the_kind() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     files.sort();
-    assert_eq!(files, ["cm.json", "epmx.json", "epr.json", "kpc.json"]);
+    for expected in [
+        "bcx.json",
+        "cex.json",
+        "cm.json",
+        "cmx.json",
+        "cmx_ota.json",
+        "epmx.json",
+        "epr.json",
+        "kpc.json",
+    ] {
+        assert!(files.iter().any(|f| f == expected), "{expected} in {files:?}");
+    }
     let kpc: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out_dir.join("kpc.json")).unwrap()).unwrap();
     assert_eq!(kpc["kind"], "kpc");
@@ -135,20 +146,24 @@ fn mqtts_addr_needs_a_blueprint_with_an_mqtts_listener() {
 fn run_lists_every_kind_and_stateful_kinds_need_a_database() {
     let help = kaa(&["run", "--help"]);
     assert!(
-        String::from_utf8_lossy(&help.stdout).contains("[possible values: kpc, epr, epmx, cm]"),
+        String::from_utf8_lossy(&help.stdout)
+            .contains("[possible values: kpc, epr, epmx, cm, cmx, cex, bcx]"),
         "{}",
         String::from_utf8_lossy(&help.stdout)
     );
-    let unknown = kaa(&["run", "dcx", "--config", "x.json"]);
+    let unknown = kaa(&["run", "nope", "--config", "x.json"]);
     assert!(!unknown.status.success());
-    assert!(String::from_utf8_lossy(&unknown.stderr).contains("[possible values: kpc, epr, epmx, cm]"));
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr)
+            .contains("[possible values: kpc, epr, epmx, cm, cmx, cex, bcx]")
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let configs = dir.path().join("configs");
     render_quickstart(&configs);
     let token = dir.path().join("admin-token");
     std::fs::write(&token, "t0ken").unwrap();
-    for kind in ["epr", "cm"] {
+    for kind in ["epr", "cm", "cmx", "cex", "bcx"] {
         let config = configs.join(format!("{kind}.json"));
         let out = kaa(&[
             "run",

@@ -184,7 +184,8 @@ impl Store {
         for id in ids {
             sqlx::query(
                 "UPDATE cex_commands SET delivered_at = $5 \
-                 WHERE instance = $1 AND endpoint_id = $2 AND command_type = $3 AND id = $4",
+                 WHERE instance = $1 AND endpoint_id = $2 AND command_type = $3 AND id = $4 \
+                 AND completed_at IS NULL",
             )
             .bind(scope.instance)
             .bind(scope.endpoint_id)
