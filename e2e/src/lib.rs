@@ -153,9 +153,8 @@ pub struct Platform {
     pub http: String,
     /// The HTTP base of the credential service's REST API (`http` under `kaa up`).
     pub cm_http: String,
-    /// Cluster mode: the HTTP base of the first process of each service kind (`/{kind}/...` REST
-    /// paths go there); empty under `kaa up`, where `http` serves every API.
-    pub rest: BTreeMap<String, String>,
+    /// Cluster mode: each service instance's HTTP base (empty under `kaa up`: all on `http`).
+    pub service_http: BTreeMap<String, String>,
     pub processes: Vec<Process>,
     pub nats: Option<NatsServer>,
     /// The database server of cluster mode on PostgreSQL ([`Platform::cluster_on_postgres`]).
@@ -261,8 +260,8 @@ impl Platform {
             wss_port: None,
             https_port: None,
             cm_http: http.clone(),
+            service_http: BTreeMap::new(),
             http,
-            rest: BTreeMap::new(),
             processes: vec![up],
             nats: None,
             postgres: None,
@@ -318,25 +317,32 @@ impl Platform {
         let mut mqtt_ports = Vec::new();
         let mut ws_ports = Vec::new();
         let (mut http, mut cm_http) = (String::new(), String::new());
-        let mut rest = BTreeMap::new();
         // Every rendered service: the credential service first (EPR provisions tokens through it,
-        // KPC validates with it), then EPR, the other services, and the gateway replicas last.
+        // KPC validates with it), then EPR, then the other services, the gateways last.
         let mut rendered: Vec<(String, String)> = std::fs::read_dir(&configs)
             .unwrap()
-            .map(|entry| {
-                let path = entry.unwrap().path();
-                let config: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-                let instance = path.file_stem().unwrap().to_str().unwrap().to_owned();
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .map(|p| {
+                let config: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+                let instance = p.file_stem().unwrap().to_str().unwrap().to_owned();
                 (config["kind"].as_str().unwrap().to_owned(), instance)
             })
             .filter(|(kind, _)| kind != "kpc")
             .collect();
-        rendered.sort_by_key(|(kind, instance)| (kind != "cm", kind != "epr", instance.clone()));
+        let rank = |kind: &str| match kind {
+            "cm" => 0,
+            "epr" => 1,
+            _ => 2,
+        };
+        rendered.sort_by(|a, b| (rank(&a.0), &a.1).cmp(&(rank(&b.0), &b.1)));
         let services = rendered
             .into_iter()
             .map(|(kind, instance)| (kind, instance.clone(), instance))
             .chain((0..kpcs).map(|i| ("kpc".to_owned(), "kpc".to_owned(), format!("kpc-{i}"))));
+        let mut service_http = BTreeMap::new();
         for (kind, instance, replica) in services {
+            let service = kind.as_str();
             let port = free_port();
             let mut config = configs.join(format!("{instance}.json"));
             let db = match database_url {
@@ -368,7 +374,7 @@ impl Platform {
             ];
             args.extend(["--http-addr", &addr]);
             args.extend(["--admin-token-file", token_file.to_str().unwrap()]);
-            if kind == "kpc" {
+            if service == "kpc" {
                 args.extend(["--replica-id", &replica]);
             } else {
                 // Each service its own database (stateless ones just leave it empty).
@@ -382,12 +388,12 @@ impl Platform {
             let base = format!("http://{addr}");
             wait_healthy(&base, &process).await;
             processes.push(process);
-            match kind.as_str() {
+            match service {
                 "epr" => http = base.clone(),
                 "cm" => cm_http = base.clone(),
                 _ => {}
             }
-            rest.entry(kind).or_insert(base);
+            service_http.insert(instance, base);
         }
         Platform {
             mqtt_port: mqtt_ports[0],
@@ -398,7 +404,7 @@ impl Platform {
             https_port: None,
             http,
             cm_http,
-            rest,
+            service_http,
             processes,
             nats: Some(nats),
             postgres: None,
@@ -429,12 +435,7 @@ impl Platform {
     /// (`Null` when the body is not JSON). Paths under `/cm/` and `/ccm/` go to the credential
     /// service, others to the service kind their first segment names (EPR when none does).
     pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> (u16, Value) {
-        let first = path.trim_start_matches('/').split('/').next().unwrap_or_default();
-        let base = if first == "cm" || first == "ccm" {
-            &self.cm_http
-        } else {
-            self.rest.get(first).unwrap_or(&self.http)
-        };
+        let base = self.base_for(path);
         let mut request = reqwest::Client::new()
             .request(method, format!("{base}{path}"))
             .bearer_auth(&self.admin_token);
@@ -444,6 +445,26 @@ impl Platform {
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The HTTP base serving `path`: in cluster mode the process of the service that owns the
+    /// path's API (`/ecr/...?name=X`: the CMX instance serving configuration X).
+    pub fn base_for(&self, path: &str) -> &str {
+        if path.starts_with("/cm/") || path.starts_with("/ccm/") {
+            return &self.cm_http;
+        }
+        let instance = match path.split('/').nth(1) {
+            Some("ecr") => match path.split_once("name=") {
+                Some((_, rest)) => match rest.split('&').next() {
+                    Some("default") | None => "cmx",
+                    Some(name) => name,
+                },
+                None => "cmx",
+            },
+            Some(api @ ("cex" | "bcx" | "epts")) => api,
+            _ => return &self.http,
+        };
+        self.service_http.get(instance).unwrap_or(&self.http)
     }
 
     /// A new device connection to the gateway.

@@ -67,18 +67,22 @@ fn render_writes_one_config_per_instance_and_run_checks_the_kind() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     files.sort();
-    assert_eq!(
-        files,
-        [
-            "cm.json",
-            "dcx.json",
-            "epl.json",
-            "epmx.json",
-            "epr.json",
-            "epts.json",
-            "kpc.json"
-        ]
-    );
+    for expected in [
+        "bcx.json",
+        "cex.json",
+        "cm.json",
+        "cmx.json",
+        "cmx_ota.json",
+        "dcx.json",
+        "epl.json",
+        "epmx.json",
+        "epr.json",
+        "epts.json",
+        "kpc.json",
+    ] {
+        assert!(files.iter().any(|f| f == expected), "{expected} in {files:?}");
+    }
+    assert_eq!(files.len(), 11, "{files:?}");
     let kpc: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out_dir.join("kpc.json")).unwrap()).unwrap();
     assert_eq!(kpc["kind"], "kpc");
@@ -154,7 +158,7 @@ fn run_lists_every_kind_and_stateful_kinds_need_a_database() {
     let help = kaa(&["run", "--help"]);
     assert!(
         String::from_utf8_lossy(&help.stdout)
-            .contains("[possible values: kpc, epr, epmx, cm, epl, dcx, epts]"),
+            .contains("[possible values: kpc, epr, epmx, cm, epl, dcx, epts, cmx, cex, bcx]"),
         "{}",
         String::from_utf8_lossy(&help.stdout)
     );
@@ -162,7 +166,7 @@ fn run_lists_every_kind_and_stateful_kinds_need_a_database() {
     assert!(!unknown.status.success());
     assert!(
         String::from_utf8_lossy(&unknown.stderr)
-            .contains("[possible values: kpc, epr, epmx, cm, epl, dcx, epts]")
+            .contains("[possible values: kpc, epr, epmx, cm, epl, dcx, epts, cmx, cex, bcx]")
     );
 
     let dir = tempfile::tempdir().unwrap();
@@ -170,7 +174,7 @@ fn run_lists_every_kind_and_stateful_kinds_need_a_database() {
     render_quickstart(&configs);
     let token = dir.path().join("admin-token");
     std::fs::write(&token, "t0ken").unwrap();
-    for kind in ["epr", "cm", "epts"] {
+    for kind in ["epr", "cm", "epts", "cmx", "cex", "bcx"] {
         let config = configs.join(format!("{kind}.json"));
         let out = kaa(&[
             "run",

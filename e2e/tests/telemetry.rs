@@ -37,7 +37,7 @@ async fn series(platform: &Platform, query: &str, endpoint_id: &str, series: &st
 
 /// POST a 1/KP request over HTTP to the gateway (no admin token: the endpoint token is the identity).
 async fn post_kp(platform: &Platform, path: &str, body: &str) -> u16 {
-    let base = platform.rest.get("kpc").unwrap_or(&platform.http);
+    let base = platform.service_http.get("kpc").unwrap_or(&platform.http);
     reqwest::Client::new()
         .post(format!("{base}/{path}"))
         .body(body.to_owned())

@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::ServiceKind;
 
+mod control;
+pub use control::*;
+
 /// The rendered configuration of one service instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -24,6 +27,9 @@ pub enum ServiceConfig {
     Epl(EplConfig),
     Dcx(DcxConfig),
     Epts(EptsConfig),
+    Cmx(CmxConfig),
+    Cex(CexConfig),
+    Bcx(BcxConfig),
 }
 
 impl ServiceConfig {
@@ -36,6 +42,9 @@ impl ServiceConfig {
             ServiceConfig::Epl(c) => &c.instance,
             ServiceConfig::Dcx(c) => &c.instance,
             ServiceConfig::Epts(c) => &c.instance,
+            ServiceConfig::Cmx(c) => &c.instance,
+            ServiceConfig::Cex(c) => &c.instance,
+            ServiceConfig::Bcx(c) => &c.instance,
         }
     }
 
@@ -48,6 +57,9 @@ impl ServiceConfig {
             ServiceConfig::Epl(_) => ServiceKind::Epl,
             ServiceConfig::Dcx(_) => ServiceKind::Dcx,
             ServiceConfig::Epts(_) => ServiceKind::Epts,
+            ServiceConfig::Cmx(_) => ServiceKind::Cmx,
+            ServiceConfig::Cex(_) => ServiceKind::Cex,
+            ServiceConfig::Bcx(_) => ServiceKind::Bcx,
         }
     }
 }

@@ -41,6 +41,12 @@ pub(crate) fn render_checked(blueprint: &Blueprint, p: &mut Problems) -> Vec<Ren
             || ServiceKind::Cm.as_str().to_owned(),
             |s| s.instance_name().to_owned(),
         );
+    let kpcs: Vec<String> = spec
+        .services
+        .iter()
+        .filter(|s| s.kind == ServiceKind::Kpc)
+        .map(|s| s.instance_name().to_owned())
+        .collect();
     let applications: Vec<EprApplication> = spec
         .applications
         .iter()
@@ -120,6 +126,36 @@ pub(crate) fn render_checked(blueprint: &Blueprint, p: &mut Problems) -> Vec<Ren
                 .map(|s| ServiceConfig::Dcx(telemetry::dcx(blueprint, instance, s, i, p))),
             ServiceKind::Epts => settings::<EptsSettings>(service, i, p)
                 .map(|s| ServiceConfig::Epts(telemetry::epts(blueprint, instance, s, i, p))),
+            ServiceKind::Cmx => settings::<CmxSettings>(service, i, p).map(|s| {
+                ServiceConfig::Cmx(CmxConfig {
+                    config_name: s
+                        .config_name
+                        .unwrap_or_else(|| CmxConfig::config_name_of(&instance)),
+                    instance,
+                    kpc_instances: kpcs.clone(),
+                    max_config_bytes: s.max_config_bytes,
+                    max_in_flight: s.max_in_flight,
+                })
+            }),
+            ServiceKind::Cex => settings::<CexSettings>(service, i, p).map(|s| {
+                ServiceConfig::Cex(CexConfig {
+                    instance,
+                    kpc_instances: kpcs.clone(),
+                    epr_instance: epr.clone(),
+                    request_timeout_ms: s.request_timeout_ms,
+                    default_command_ttl_ms: s.default_command_ttl_ms,
+                    max_await_ms: s.max_await_ms,
+                    max_in_flight: s.max_in_flight,
+                })
+            }),
+            ServiceKind::Bcx => settings::<BcxSettings>(service, i, p).map(|s| {
+                ServiceConfig::Bcx(BcxConfig {
+                    instance,
+                    max_upload_bytes: s.max_upload_bytes,
+                    token_ttl_ms: s.token_ttl_ms,
+                    max_in_flight: s.max_in_flight,
+                })
+            }),
         };
         if let Some(ServiceConfig::Kpc(kpc)) = &config {
             for (key, why) in kpc.limits.problems() {
@@ -133,7 +169,34 @@ pub(crate) fn render_checked(blueprint: &Blueprint, p: &mut Problems) -> Vec<Ren
             });
         }
     }
+    check_config_names(&rendered, p);
     rendered
+}
+
+/// CMX configuration names are what REST callers select (`?name=`): valid and one instance each.
+fn check_config_names(rendered: &[RenderedService], p: &mut Problems) {
+    let mut seen = std::collections::BTreeSet::new();
+    for r in rendered {
+        if let ServiceConfig::Cmx(c) = &r.config {
+            let name = &c.config_name;
+            let valid = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !valid {
+                p.fail(
+                    format!("service `{}` config.configName", c.instance),
+                    format!("`{name}` must be 1 or more letters, digits, '_' or '-'"),
+                );
+            }
+            if !seen.insert(name.clone()) {
+                p.fail(
+                    format!("service `{}` config.configName", c.instance),
+                    format!("configuration name `{name}` is served by another cmx instance too"),
+                );
+            }
+        }
+    }
 }
 
 fn settings<T: DeserializeOwned>(service: &ServiceInstance, index: usize, p: &mut Problems) -> Option<T> {
@@ -315,6 +378,33 @@ mod tests {
             render(&off).is_ok(),
             "a burst of 0 is fine while the rate limit is off"
         );
+    }
+
+    #[test]
+    fn control_extensions_follow_every_gateway_and_name_their_configs() {
+        let rendered = render(&Blueprint::quickstart()).unwrap();
+        let cmx: Vec<&CmxConfig> = rendered
+            .iter()
+            .filter_map(|r| match &r.config {
+                ServiceConfig::Cmx(c) => Some(c),
+                _ => None,
+            })
+            .collect();
+        let names: Vec<(&str, &str)> = cmx
+            .iter()
+            .map(|c| (c.instance.as_str(), c.config_name.as_str()))
+            .collect();
+        assert_eq!(names, [("cmx", "default"), ("cmx_ota", "cmx_ota")]);
+        assert!(cmx.iter().all(|c| c.kpc_instances == ["kpc"]));
+        let Some(ServiceConfig::Cex(cex)) = rendered
+            .iter()
+            .map(|r| &r.config)
+            .find(|c| c.kind() == ServiceKind::Cex)
+        else {
+            panic!("no cex")
+        };
+        assert_eq!((cex.epr_instance.as_str(), cex.kpc_instances.len()), ("epr", 1));
+        assert!(rendered.iter().any(|r| r.config.kind() == ServiceKind::Bcx));
     }
 
     #[test]

@@ -102,10 +102,16 @@ pub enum ServiceKind {
     Dcx,
     /// Endpoint time series: stores 13/DSTP samples and 14/TSTP points, REST `/epts/api/v1`.
     Epts,
+    /// The 7/CMP configuration extension (instances `cmx`, `cmx_ota`, ...).
+    Cmx,
+    /// The 11/CEP command execution extension.
+    Cex,
+    /// The binary data upload extension (`/token` over 1/KP, uploads over REST).
+    Bcx,
 }
 
 impl ServiceKind {
-    pub const ALL: [ServiceKind; 7] = [
+    pub const ALL: [ServiceKind; 10] = [
         ServiceKind::Kpc,
         ServiceKind::Epr,
         ServiceKind::Epmx,
@@ -113,6 +119,9 @@ impl ServiceKind {
         ServiceKind::Epl,
         ServiceKind::Dcx,
         ServiceKind::Epts,
+        ServiceKind::Cmx,
+        ServiceKind::Cex,
+        ServiceKind::Bcx,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -124,12 +133,18 @@ impl ServiceKind {
             ServiceKind::Epl => "epl",
             ServiceKind::Dcx => "dcx",
             ServiceKind::Epts => "epts",
+            ServiceKind::Cmx => "cmx",
+            ServiceKind::Cex => "cex",
+            ServiceKind::Bcx => "bcx",
         }
     }
 
     /// Whether devices reach this kind as a 1/KP extension instance.
     pub fn is_extension(self) -> bool {
-        matches!(self, ServiceKind::Epmx | ServiceKind::Dcx)
+        matches!(
+            self,
+            ServiceKind::Epmx | ServiceKind::Dcx | ServiceKind::Cmx | ServiceKind::Cex | ServiceKind::Bcx
+        )
     }
 }
 

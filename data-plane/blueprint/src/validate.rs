@@ -127,6 +127,18 @@ impl Blueprint {
                 "needs exactly one `cm` service (the credential service: endpoint tokens and client credentials)",
             );
         }
+        // One REST API per kind and process: the paths name no instance.
+        for (kind, what) in [
+            (ServiceKind::Cex, "commands (`/cex/api/v1`)"),
+            (ServiceKind::Bcx, "binary uploads (`/bcx/api/v1`)"),
+        ] {
+            if count(kind) > 1 {
+                p.fail(
+                    "spec.services",
+                    format!("at most one `{kind}` service: its REST API for {what} names no instance"),
+                );
+            }
+        }
         instances
     }
 
@@ -290,6 +302,29 @@ spec:
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn control_extensions_need_distinct_rest_apis() {
+        let yaml = GOOD.replace(
+            "- { kind: cm }",
+            "- { kind: cm }\n    - { kind: cex }\n    - { kind: cex, name: cex2 }\n    - { kind: cmx }\n    - { kind: cmx, name: cmx2, config: { configName: default } }",
+        );
+        let errs = errors(&yaml);
+        assert!(
+            errs.iter().any(|e| e.contains("at most one `cex` service")),
+            "{errs:?}"
+        );
+        let yaml = GOOD.replace(
+            "- { kind: cm }",
+            "- { kind: cm }\n    - { kind: cmx }\n    - { kind: cmx, name: cmx2, config: { configName: default } }",
+        );
+        assert_eq!(
+            errors(&yaml),
+            [
+                "service `cmx2` config.configName: configuration name `default` is served by another cmx instance too"
+            ]
+        );
     }
 
     #[test]

@@ -30,7 +30,12 @@ use tokio_util::sync::CancellationToken;
 
 /// Routes served without the admin token: Kubernetes probes and (issue 4) metrics scrapers.
 /// Matched on the exact method and raw path, the same string the router matches.
-pub const OPEN_ROUTES: &[(Method, &str)] = &[(Method::GET, "/health"), (Method::GET, "/metrics")];
+/// BCX uploads are open too: the device's upload token (`X-Auth-Token`) is their credential.
+pub const OPEN_ROUTES: &[(Method, &str)] = &[
+    (Method::GET, "/health"),
+    (Method::GET, "/metrics"),
+    (Method::POST, kaa_services::bcx::rest::UPLOAD_PATH),
+];
 
 /// Path prefixes served without the admin token, for one method: 1/KP over HTTP, where a device
 /// presents its endpoint token in the path (and the gateway checks it).

@@ -9,7 +9,7 @@ use kaa_blueprint::config::ServiceConfig;
 use kaa_bus::Bus;
 use kaa_bus::metrics::Metrics;
 use kaa_kpc::Kpc;
-use kaa_services::{cm, dcx, epl, epmx, epr, epts};
+use kaa_services::{bcx, cex, cm, cmx, dcx, epl, epmx, epr, epts};
 use kaa_store::Store;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -69,6 +69,8 @@ impl Platform {
             router: Router::new(),
             tasks: TaskTracker::new(),
         };
+        // One ECR router serves every CMX instance of the process (`?name=` picks one).
+        let mut cmx_states = Vec::new();
         for config in configs {
             let instance = config.instance().to_owned();
             match config {
@@ -77,12 +79,10 @@ impl Platform {
                     let state = epr::EprState::new(store.clone(), ctx.bus.clone(), config.clone())?
                         .with_replica(&format!("{instance}-{}", ctx.replica));
                     platform.router = platform.router.merge(epr::router(state));
-                    let (bus, stop) = (ctx.bus.clone(), ctx.shutdown.clone());
-                    platform.tasks.spawn(async move {
-                        if let Err(e) = epr::serve(bus, store, config, stop).await {
-                            tracing::error!(error = %e, "EPR stopped");
-                        }
-                    });
+                    platform.spawn_serving(
+                        "EPR",
+                        epr::serve(ctx.bus.clone(), store, config, ctx.shutdown.clone()),
+                    );
                 }
                 ServiceConfig::Cm(config) => {
                     let store: cm::CredentialStore = match config.storage {
@@ -101,48 +101,43 @@ impl Platform {
                     let state = cm::CmState::new(store, ctx.bus.clone(), config)?
                         .with_replica(&format!("{instance}-{}", ctx.replica));
                     platform.router = platform.router.merge(cm::router(state.clone()));
-                    let stop = ctx.shutdown.clone();
-                    platform.tasks.spawn(async move {
-                        if let Err(e) = cm::serve(state, stop).await {
-                            tracing::error!(error = %e, "CM stopped");
-                        }
-                    });
+                    platform.spawn_serving("CM", cm::serve(state, ctx.shutdown.clone()));
                 }
                 ServiceConfig::Epmx(config) => {
-                    let (bus, stop) = (ctx.bus.clone(), ctx.shutdown.clone());
-                    platform.tasks.spawn(async move {
-                        if let Err(e) = epmx::serve(bus, config, stop).await {
-                            tracing::error!(error = %e, "EPMX stopped");
-                        }
-                    });
+                    platform
+                        .spawn_serving("EPMX", epmx::serve(ctx.bus.clone(), config, ctx.shutdown.clone()));
                 }
                 ServiceConfig::Epl(config) => {
-                    let (bus, stop) = (ctx.bus.clone(), ctx.shutdown.clone());
-                    platform.tasks.spawn(async move {
-                        if let Err(e) = epl::serve(bus, config, stop).await {
-                            tracing::error!(error = %e, "EPL stopped");
-                        }
-                    });
+                    platform.spawn_serving("EPL", epl::serve(ctx.bus.clone(), config, ctx.shutdown.clone()));
                 }
                 ServiceConfig::Dcx(config) => {
                     dcx::validate(&config)?;
                     let (bus, stop) = (ctx.bus.clone(), ctx.shutdown.clone());
                     let replica = format!("{instance}-{}", ctx.replica);
-                    platform.tasks.spawn(async move {
-                        if let Err(e) = dcx::serve(bus, config, &replica, stop).await {
-                            tracing::error!(error = %e, "DCX stopped");
-                        }
-                    });
+                    platform.spawn_serving(
+                        "DCX",
+                        async move { dcx::serve(bus, config, &replica, stop).await },
+                    );
                 }
                 ServiceConfig::Epts(config) => {
                     let state = epts::EptsState::new(ctx.store(&instance)?, config)?;
                     platform.router = platform.router.merge(epts::router(state.clone()));
-                    let (bus, stop) = (ctx.bus.clone(), ctx.shutdown.clone());
-                    platform.tasks.spawn(async move {
-                        if let Err(e) = epts::serve(bus, state, stop).await {
-                            tracing::error!(error = %e, "EPTS stopped");
-                        }
-                    });
+                    platform.spawn_serving("EPTS", epts::serve(ctx.bus.clone(), state, ctx.shutdown.clone()));
+                }
+                ServiceConfig::Cmx(config) => {
+                    let state = cmx::CmxState::new(ctx.store(&instance)?, ctx.bus.clone(), config)?;
+                    cmx_states.push(state.clone());
+                    platform.spawn_serving("CMX", cmx::serve(state, ctx.shutdown.clone()));
+                }
+                ServiceConfig::Cex(config) => {
+                    let state = cex::CexState::new(ctx.store(&instance)?, ctx.bus.clone(), config)?;
+                    platform.router = platform.router.merge(cex::router(state.clone()));
+                    platform.spawn_serving("CEX", cex::serve(state, ctx.shutdown.clone()));
+                }
+                ServiceConfig::Bcx(config) => {
+                    let state = bcx::BcxState::new(ctx.store(&instance)?, ctx.bus.clone(), config)?;
+                    platform.router = platform.router.merge(bcx::router(state.clone()));
+                    platform.spawn_serving("BCX", bcx::serve(state, ctx.shutdown.clone()));
                 }
                 ServiceConfig::Kpc(c) => {
                     let replica = format!("{instance}-{}", ctx.replica);
@@ -165,7 +160,23 @@ impl Platform {
                 }
             }
         }
+        if !cmx_states.is_empty() {
+            platform.router = platform.router.merge(cmx::router(cmx_states));
+        }
         Ok(platform)
+    }
+
+    /// Runs a service's bus handlers until shutdown, logging why they stopped early.
+    fn spawn_serving<E: std::fmt::Display>(
+        &self,
+        name: &'static str,
+        serving: impl std::future::Future<Output = Result<(), E>> + Send + 'static,
+    ) {
+        self.tasks.spawn(async move {
+            if let Err(e) = serving.await {
+                tracing::error!(error = %e, "{name} stopped");
+            }
+        });
     }
 
     /// The REST APIs of the running instances, to be served next to `/health`.

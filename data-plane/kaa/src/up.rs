@@ -274,7 +274,7 @@ fn print_banner(
     println!(
         r#"kaa-rs is up: Blueprint `{name}`
   MQTT  {mqtt}   ({mqtt_auth}){more}
-  HTTP  http://{http}   REST /epr/api/v1, /cm/api/v1, /ccm/api/v1, health /health, metrics /metrics
+  HTTP  http://{http}   REST /epr/api/v1, /cm/api/v1, /ccm/api/v1, /epts/api/v1, /ecr/api/v1, /cex/api/v1, /bcx/api/v1, health /health, metrics /metrics
   admin {token}   ({token_note}: every REST call needs `Authorization: Bearer <its content>`;
         keep it secret, delete it and restart to get a new one)
 

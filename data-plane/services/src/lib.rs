@@ -18,6 +18,17 @@
 //!   and answers once the reliable receivers confirmed them.
 //! - [`epts`]: endpoint time series. Owns data points (13/DSTP samples by per-application
 //!   extraction, 14/TSTP points) and serves them over REST (`/epts/api/v1`), with retention.
+//! - [`cmx`]: the 7/CMP configuration extension (instances `cmx`, `cmx_ota`, ...): configuration
+//!   documents per application version and per endpoint, pushed to devices, REST under
+//!   `/ecr/api/v1`.
+//! - [`cex`]: the 11/CEP command execution extension: commands over REST (`/cex/api/v1`),
+//!   delivered to devices (pushed, or on their next connection), their results back over REST.
+//! - [`bcx`]: binary data upload: a 1/KP `/token` resource hands devices an upload token, REST
+//!   (`/bcx/api/v1`) takes their uploads and lists / serves them.
+//! - [`presence`]: which endpoints are online through which gateway replica (9/ELCE), and pushes
+//!   to them; shared by CMX and CEX.
+//! - [`extension`]: what every 1/KP extension shares: the ClientData loop and the answer to a
+//!   device request.
 //! - [`rest`]: what every REST API shares: [`rest::AppError`] (one JSON error shape) and body
 //!   parsing.
 //! - `worker` (private): the loop every bus handler shares: read a subscription, handle each
@@ -27,11 +38,16 @@
 //! runs its bus handlers until a [`tokio_util::sync::CancellationToken`] is cancelled, and,
 //! where it has a REST API, a `router(state) -> axum::Router` that the binary mounts.
 
+pub mod bcx;
+pub mod cex;
 pub mod cm;
+pub mod cmx;
 pub mod dcx;
 pub mod epl;
 pub mod epmx;
 pub mod epr;
 pub mod epts;
+pub mod extension;
+pub mod presence;
 pub mod rest;
 mod worker;

@@ -20,6 +20,9 @@ use serde_json::json;
 pub enum AppError {
     #[error("{0}")]
     BadRequest(String),
+    /// Missing or invalid credentials of a device-facing route (not the admin token).
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -28,6 +31,8 @@ pub enum AppError {
     PreconditionFailed(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
     /// A service this one depends on (over the bus) is unreachable or too slow.
     #[error("{0}")]
     ServiceUnavailable(String),
@@ -44,10 +49,12 @@ impl AppError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -57,10 +64,12 @@ impl AppError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::BadRequest(_) => "bad_request",
+            Self::Unauthorized(_) => "unauthorized",
             Self::NotFound(_) => "not_found",
             Self::Conflict(_) => "conflict",
             Self::PreconditionFailed(_) => "precondition_failed",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::PayloadTooLarge(_) => "payload_too_large",
             Self::ServiceUnavailable(_) => "service_unavailable",
             Self::Internal(_) => "internal",
         }
@@ -89,6 +98,34 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let body = json!({ "error": self.kind(), "message": self.message() });
         (self.status(), Json(body)).into_response()
+    }
+}
+
+/// The query string of a request, or a 400 saying what is wrong with it.
+pub fn query<T>(
+    q: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, AppError> {
+    q.map(|axum::extract::Query(q)| q)
+        .map_err(|e| AppError::BadRequest(format!("invalid query: {}", e.body_text())))
+}
+
+/// A request body of at most `limit` bytes (else 413). Routes using it raise axum's own body
+/// limit above `limit` (`DefaultBodyLimit::max(limit + 1)`), so that this check, with its error
+/// shape, is the one that answers.
+pub fn limited_body(
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+    limit: usize,
+    what: &str,
+) -> Result<axum::body::Bytes, AppError> {
+    let too_large = || AppError::PayloadTooLarge(format!("{what} takes at most {limit} bytes"));
+    match body {
+        Ok(body) if body.len() > limit => Err(too_large()),
+        Ok(body) => Ok(body),
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(too_large()),
+        Err(e) => Err(AppError::BadRequest(format!(
+            "cannot read the request body: {}",
+            e.body_text()
+        ))),
     }
 }
 

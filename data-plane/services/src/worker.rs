@@ -12,6 +12,7 @@
 use std::{future::Future, pin::Pin, sync::Arc};
 
 use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 use kaa_bus::{Bus, BusError, Message, Subscription};
 use kaa_protocol::avro::AvroRecord;
 use tokio::{sync::Semaphore, task::JoinSet};
@@ -30,14 +31,17 @@ pub(crate) async fn subscribe<E>(
         .map_err(|source| error(subject, source))
 }
 
-/// Runs `handle` for every message of `sub` until `shutdown` is cancelled or the subscription ends.
-pub(crate) async fn run<H, Fut>(
+/// Runs `handle` for every message of `sub` (a subscription, or several merged) until `shutdown`
+/// is cancelled or the subscription ends. `handle` itself runs in this loop, in message order;
+/// only the future it returns runs concurrently with others.
+pub(crate) async fn run<S, H, Fut>(
     name: &str,
-    mut sub: Subscription,
+    mut sub: S,
     max_in_flight: usize,
     shutdown: &CancellationToken,
     handle: H,
 ) where
+    S: Stream<Item = Message> + Unpin,
     H: Fn(Message) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {

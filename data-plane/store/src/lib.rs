@@ -7,6 +7,8 @@
 //! - [`cm`]: the credential service's repository (endpoint tokens, client credentials), secrets
 //!   stored only as hashes. Only the CM service uses it.
 //! - [`epts`]: the time series service's data points. Only the EPTS service uses it.
+//! - [`cmx`], [`cex`], [`bcx`]: the device-control extensions' repositories (configuration
+//!   documents and statuses; commands and results; upload tokens and blobs), one per service.
 //!
 //! # Backends
 //! One schema, one set of migrations and one set of queries for both engines, through sqlx's
@@ -36,7 +38,10 @@ use sqlx::{
     sqlite::SqliteConnectOptions,
 };
 
+pub mod bcx;
+pub mod cex;
 pub mod cm;
+pub mod cmx;
 pub mod epr;
 pub mod epts;
 #[cfg(test)]
@@ -59,6 +64,9 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "epr", include_str!("../migrations/0001_epr.sql")),
     (2, "cm", include_str!("../migrations/0002_cm.sql")),
     (3, "epts", include_str!("../migrations/0003_epts.sql")),
+    (4, "cmx", include_str!("../migrations/0004_cmx.sql")),
+    (5, "cex", include_str!("../migrations/0005_cex.sql")),
+    (6, "bcx", include_str!("../migrations/0006_bcx.sql")),
 ];
 
 /// Connections per process; PostgreSQL counts them against its `max_connections` (100 by

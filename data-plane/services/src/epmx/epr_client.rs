@@ -19,21 +19,7 @@ use kaa_protocol::{
 use serde_json::{Map, Value};
 
 /// A failed 10/EPMP request: status code and reason phrase for the ExtensionData reply.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{status_code} {reason}")]
-pub struct Failure {
-    pub status_code: i32,
-    pub reason: String,
-}
-
-impl Failure {
-    pub fn new(status_code: i32, reason: impl Into<String>) -> Self {
-        Self {
-            status_code,
-            reason: reason.into(),
-        }
-    }
-}
+pub use crate::extension::Failure;
 
 /// Metadata as read from EPR.
 #[derive(Debug, Clone, PartialEq)]

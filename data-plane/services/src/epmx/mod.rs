@@ -20,16 +20,15 @@
 
 use std::time::Duration;
 
-use kaa_bus::{Bus, BusError, Message};
+use kaa_bus::{Bus, BusError};
 use kaa_protocol::{
-    avro::AvroRecord,
     esp::{ClientData, ExtensionData},
-    now_millis, subject,
+    subject,
 };
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::worker;
+use crate::{extension, worker};
 
 pub mod epr_client;
 pub mod request;
@@ -95,28 +94,17 @@ pub async fn serve(bus: Bus, config: Config, shutdown: CancellationToken) -> Res
     );
     let instance = config.instance.clone();
     let platform_keys = std::sync::Arc::new(config.platform_keys.clone());
-    worker::run(
+    extension::serve_client_data(
         "epmx.esp.ClientData",
+        &bus,
         sub,
         config.max_in_flight,
         &shutdown,
-        move |msg: Message| {
-            let bus = bus.clone();
+        move |_msg, data| {
             let epr = epr.clone();
             let instance = instance.clone();
             let platform_keys = platform_keys.clone();
-            async move {
-                let data = match ClientData::from_avro(&msg.payload) {
-                    Ok(data) => data,
-                    Err(e) => {
-                        // Without a decodable ClientData there is nothing to route a reply by.
-                        tracing::warn!(subject = %msg.subject, error = %e, "undecodable ClientData dropped");
-                        return;
-                    }
-                };
-                let reply = handle(&epr, &instance, &platform_keys, data).await;
-                worker::reply(&bus, &msg, reply.to_avro()).await;
-            }
+            async move { handle(&epr, &instance, &platform_keys, data).await }
         },
     )
     .await;
@@ -147,32 +135,7 @@ pub async fn handle(
             },
         },
     };
-    if let Err(f) = &outcome {
-        tracing::debug!(
-            correlation_id = %data.correlation_id,
-            path = %data.resource_path,
-            status = f.status_code,
-            reason = %f.reason,
-            "EPMP request failed"
-        );
-    }
-    let (status_code, payload, reason_phrase) = match outcome {
-        Ok(payload) => (200, payload, None),
-        Err(f) => (f.status_code, None, Some(f.reason)),
-    };
-    ExtensionData {
-        correlation_id: data.correlation_id,
-        timestamp: now_millis(),
-        timeout: 0,
-        app_version_name: Some(data.app_version_name),
-        extension_instance_name: Some(instance.to_owned()),
-        endpoint_id: data.endpoint_id,
-        resource_path: data.resource_path,
-        request_id: data.request_id,
-        payload,
-        status_code,
-        reason_phrase,
-    }
+    extension::answer(data, instance, outcome)
 }
 
 /// The first platform key a request names explicitly.

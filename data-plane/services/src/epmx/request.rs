@@ -15,6 +15,8 @@ use serde_json::{Map, Value};
 
 use kaa_store::is_valid_metadata_key;
 
+use crate::extension::is_blank;
+
 /// A validated 10/EPMP request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
@@ -68,10 +70,6 @@ fn invalid(path: &'static str, reason: impl Into<String>) -> RequestError {
 
 fn json(path: &'static str, payload: &[u8]) -> Result<Value, RequestError> {
     serde_json::from_slice(payload).map_err(|e| invalid(path, format!("not valid JSON ({e})")))
-}
-
-fn is_blank(payload: &[u8]) -> bool {
-    payload.iter().all(u8::is_ascii_whitespace)
 }
 
 fn parse_get(payload: &[u8]) -> Result<Request, RequestError> {

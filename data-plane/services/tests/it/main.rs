@@ -6,6 +6,8 @@
 //! - `cm`: the credential service: 16/ECAP token lifecycle and client authentication, revocation
 //!   events, its REST APIs, EPR registration through it, and no secrets in logs; on both storage
 //!   backends (SQL, Kubernetes Secrets).
+//! - `control`: CMX, CEX and BCX against a fake gateway replica: pushes on connect and on change,
+//!   command results back over REST, upload tokens without request id.
 //! - `cm_kubernetes`: what only the Secret backend has: the documented layout, Secrets changed or
 //!   deleted behind CM's back (revoked at once), credentials present before CM starts, validation
 //!   without API calls, two replicas writing one Secret, a watch that missed changes.
@@ -20,6 +22,7 @@
 mod bus;
 mod cm;
 mod cm_kubernetes;
+mod control;
 mod epr_rest;
 mod support;
 mod telemetry;
