@@ -92,16 +92,7 @@ async fn paho_over_websocket_completes_the_tutorial_with_mqtt_3_and_5() {
 /// The commands of the README walkthrough's `block`-th sh block (1: connect a smart meter, 2:
 /// telemetry), one per element (continuation lines joined), as written.
 fn readme_walkthrough(block: usize) -> Vec<String> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
-    let section = readme
-        .split("## Walkthrough")
-        .nth(1)
-        .expect("README has a Walkthrough section");
-    let block = section
-        .split("```sh\n")
-        .nth(block)
-        .and_then(|rest| rest.split("```").next())
-        .expect("the walkthrough has a sh block");
+    let block = readme_block(1, block);
     let mut commands = Vec::new();
     let mut current = String::new();
     for line in block.lines().filter(|l| !l.trim_start().starts_with('#')) {
@@ -114,6 +105,21 @@ fn readme_walkthrough(block: usize) -> Vec<String> {
         }
     }
     commands
+}
+
+/// The `block`-th sh block of the README's `section`-th "## Walkthrough" section, as written.
+fn readme_block(section: usize, block: usize) -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let section = readme
+        .split("## Walkthrough")
+        .nth(section)
+        .expect("README has the Walkthrough section");
+    section
+        .split("```sh\n")
+        .nth(block)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the walkthrough has the sh block")
+        .to_owned()
 }
 
 /// Runs a README command with `sh` against `platform` (its ports and data directory).
@@ -230,4 +236,32 @@ async fn the_readme_telemetry_walkthrough_works_with_curl_and_mosquitto() {
         serde_json::from_str(&run_readme_command(&platform, &commands[7], &endpoint_id).await).unwrap();
     assert_eq!(metadata["connected"], json!(false), "{metadata}");
     assert!(metadata["connectivity_ts"].is_i64(), "{metadata}");
+}
+
+#[tokio::test]
+async fn the_readme_control_walkthrough_works_with_curl_mosquitto_and_jq() {
+    let platform = Platform::up().await;
+    let created = run_readme_command(&platform, &readme_walkthrough(1)[0], "").await;
+    let created: Value = serde_json::from_str(&created).expect("curl got JSON back");
+    let endpoint_id = created["endpointId"].as_str().unwrap().to_owned();
+    // One shell, as a reader runs it: the commands share variables. `set -e`: any failure fails.
+    let script = format!("set -e\n{}", readme_block(2, 1));
+    let output = run_readme_command(&platform, &script, &endpoint_id).await;
+
+    // The PUT, the applied status, the 202 for an offline endpoint, the command the device
+    // pulled, the completed command and the uploaded file read back.
+    for expected in [
+        r#"reportEveryS\":30"#,
+        r#""status":"APPLIED""#,
+        "HTTP/1.1 202",
+        "location: /cex/api/v1/endpoints/",
+        r#""id":1"#,
+        "rebooting",
+    ] {
+        assert!(
+            output.to_lowercase().contains(&expected.to_lowercase()),
+            "{expected} missing in:\n{output}"
+        );
+    }
+    assert!(output.trim_end().ends_with("boot ok"), "{output}");
 }

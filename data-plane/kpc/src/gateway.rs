@@ -248,7 +248,8 @@ impl Gateway {
         })
     }
 
-    /// Forgets a session and announces its endpoints as disconnected (one 9/ELCE event).
+    /// Forgets a session and announces its endpoints as disconnected (one 9/ELCE event), those
+    /// that no other session of this replica acts for.
     pub async fn close_session(&self, id: SessionId) {
         let endpoints = {
             let mut state = self.state();
@@ -258,12 +259,16 @@ impl Gateway {
             for endpoint_id in session.announced.keys() {
                 unlist(&mut state.endpoints, endpoint_id, id);
             }
-            // Only what this session announced: an endpoint that roamed away is not ours to
-            // declare disconnected.
+            // Only what this session announced (an endpoint that roamed away is not ours to
+            // declare disconnected), and only if no other session here still acts for it (a
+            // device that reconnected before its old connection timed out is still connected).
             session
                 .tokens
                 .into_values()
-                .filter(|i| session.announced.contains_key(&i.endpoint_id))
+                .filter(|i| {
+                    session.announced.contains_key(&i.endpoint_id)
+                        && !state.endpoints.contains_key(&i.endpoint_id)
+                })
                 .map(|i| (i.endpoint_id, i.app_version))
                 .collect()
         };

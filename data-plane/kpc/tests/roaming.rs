@@ -171,3 +171,30 @@ async fn an_announcement_older_than_ours_changes_nothing() {
     let endpoints = s.next_disconnected().await;
     assert_eq!(endpoints.keys().collect::<Vec<_>>(), ["ep-1"]);
 }
+
+#[tokio::test]
+async fn a_device_that_reconnected_here_stays_connected_when_its_old_connection_dies() {
+    let mut s = setup().await;
+    let port = s.kpc.mqtt_addr().port();
+    let mut old = Device5::connect(port, "device").await;
+    assert_eq!(old.request("kp1/av1/ext/tok-1/echo/1", "{}").await.0, "/status");
+    s.next_connected().await;
+    // The device is back on a new connection before the old one is noticed as dead.
+    let mut new = Device5::connect(port, "device-again").await;
+    assert_eq!(new.request("kp1/av1/ext/tok-1/echo/2", "{}").await.0, "/status");
+    s.next_connected().await;
+
+    old.client.disconnect().await.unwrap();
+    assert!(old.ended(DEADLINE).await.is_some());
+    // No `disconnected` for ep-1 while the new connection holds it: the next event is the new
+    // connection's, once it ends too.
+    new.client.disconnect().await.unwrap();
+    let endpoints = s.next_disconnected().await;
+    assert_eq!(endpoints.keys().collect::<Vec<_>>(), ["ep-1"]);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), s.disconnected.next())
+            .await
+            .is_err(),
+        "one disconnected event, not one per connection"
+    );
+}

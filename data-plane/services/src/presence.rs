@@ -7,7 +7,9 @@
 //! - `connected` from replica R: the endpoint is online at R (the latest `connected` wins, as a
 //!   roaming endpoint is dropped by its former replica without a `disconnected`);
 //! - `disconnected` from R: the endpoint goes offline only if R still holds it, so a late
-//!   `disconnected` from the former replica does not hide an endpoint that moved.
+//!   `disconnected` from the former replica does not hide an endpoint that moved;
+//! - `appversion-updated` (from any register): an online endpoint now uses the new version, and
+//!   is offered what that version has for it (CMX: its configuration).
 //!
 //! [`Presence::push`] sends a 4/ESP `ExtensionData` (no request id) to the holding replica's
 //! subject, which delivers it on `.../status` to every MQTT session of the endpoint.
@@ -29,7 +31,7 @@ use futures_util::stream::{SelectAll, select_all};
 use kaa_bus::{Bus, BusError, Message, Subscription};
 use kaa_protocol::{
     avro::AvroRecord,
-    elce::{ConnectedEvent, DisconnectedEvent},
+    elce::{AppVersionUpdatedEvent, ConnectedEvent, DisconnectedEvent},
     esp::ExtensionData,
     now_millis, subject,
 };
@@ -82,7 +84,10 @@ impl Presence {
         &self,
         kpc_instances: &[String],
     ) -> Result<SelectAll<Subscription>, (String, BusError)> {
-        let mut subs = Vec::with_capacity(kpc_instances.len() * 2);
+        let mut subs = Vec::with_capacity(kpc_instances.len() * 2 + 1);
+        // Endpoints moved to another application version, by whichever register moved them.
+        let moves = subject::elce_app_version_updated("*");
+        subs.push(self.bus.subscribe(&moves, None).await.map_err(|e| (moves, e))?);
         for kpc in kpc_instances {
             for subject in [subject::elce_connected(kpc), subject::elce_disconnected(kpc)] {
                 let sub = self
@@ -96,9 +101,17 @@ impl Presence {
         Ok(select_all(subs))
     }
 
-    /// Applies one connectivity event; returns the endpoints it brought online.
+    /// Applies one connectivity event or app-version move; returns the endpoints it brought
+    /// online, or moved while online (both are offered what they should have).
     pub fn apply(&self, msg: &Message) -> Vec<Connected> {
-        if msg.subject.ends_with(".connected") {
+        if msg.subject.ends_with(".appversion-updated") {
+            match AppVersionUpdatedEvent::from_avro(&msg.payload) {
+                Ok(event) => return self.moved(&event).into_iter().collect(),
+                Err(e) => {
+                    tracing::warn!(subject = %msg.subject, error = %e, "dropping a malformed AppVersionUpdatedEvent")
+                }
+            }
+        } else if msg.subject.ends_with(".connected") {
             match ConnectedEvent::from_avro(&msg.payload) {
                 Ok(event) => return self.connected(&event),
                 Err(e) => {
@@ -137,6 +150,18 @@ impl Presence {
                 }
             })
             .collect()
+    }
+
+    /// The endpoint of `event` uses another application version from now on: pushes go to
+    /// topics of that version. `Some` if it is online here.
+    pub fn moved(&self, event: &AppVersionUpdatedEvent) -> Option<Connected> {
+        let mut online = self.online();
+        let entry = online.get_mut(&event.endpoint_id)?;
+        entry.app_version.clone_from(&event.app_version_name);
+        Some(Connected {
+            endpoint_id: event.endpoint_id.clone(),
+            app_version: event.app_version_name.clone(),
+        })
     }
 
     /// The endpoints of `event` go offline, unless another replica holds them by now.

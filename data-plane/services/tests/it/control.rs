@@ -284,3 +284,59 @@ async fn bcx_answers_token_requests_without_request_id_and_takes_uploads() {
     serving.await.unwrap().unwrap();
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn an_endpoint_moved_to_another_version_gets_that_versions_configuration() {
+    use crate::support::APP_V2;
+    use kaa_protocol::elce::AppVersionUpdatedEvent;
+
+    let stack = Stack::start_with(false, false).await;
+    let state = cmx::CmxState::new(stack.store.clone(), stack.bus.clone(), cmx::Config::default()).unwrap();
+    let mut gateway = Gateway::start(&stack.bus).await;
+    let shutdown = CancellationToken::new();
+    let serving = tokio::spawn(cmx::serve(state.clone(), shutdown.clone()));
+    let app = cmx::router(vec![state.clone()]);
+    for (version, rate) in [(APP_V1, 1), (APP_V2, 2)] {
+        let path = format!("/ecr/api/v1/app-versions/{version}");
+        let reply = json(&app, "PUT", &path, &json!({ "rate": rate })).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    }
+    eventually(DEADLINE, "CMX to follow the gateway", || {
+        let (gateway, state) = (&gateway, &state);
+        async move {
+            gateway.connected("e1").await;
+            state.presence().get("e1").map(|_| ())
+        }
+    })
+    .await;
+    let (push, body) = gateway.expect().await;
+    assert_eq!(push.app_version_name.as_deref(), Some(APP_V1));
+    assert_eq!(body["config"], json!({"rate": 1}));
+    while gateway.next(Duration::from_millis(100)).await.is_some() {} // repeated connects
+
+    let moved = AppVersionUpdatedEvent {
+        app_version_name: APP_V2.into(),
+        previous_app_version_name: APP_V1.into(),
+        endpoint_id: "e1".into(),
+        originator_replica_id: "epr-0".into(),
+        ..Default::default()
+    };
+    stack
+        .bus
+        .publish(
+            &subject::elce_app_version_updated("epr"),
+            Bytes::from(moved.to_avro()),
+        )
+        .await
+        .unwrap();
+    let (push, body) = gateway.expect().await;
+    assert_eq!(
+        (push.app_version_name.as_deref(), push.resource_path.as_str()),
+        (Some(APP_V2), "/config/json"),
+        "pushed on the new version's topic"
+    );
+    assert_eq!(body["config"], json!({"rate": 2}));
+    shutdown.cancel();
+    serving.await.unwrap().unwrap();
+    stack.stop().await;
+}
