@@ -51,3 +51,27 @@ pub mod extension;
 pub mod presence;
 pub mod rest;
 mod worker;
+
+/// Why an extension service could not start: its config is unusable, or the bus refused a
+/// subscription.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("invalid {service} config: {reason}")]
+    Config { service: &'static str, reason: String },
+    #[error("cannot subscribe to {subject}: {source}")]
+    Subscribe {
+        subject: String,
+        #[source]
+        source: kaa_bus::BusError,
+    },
+}
+
+impl ServeError {
+    /// An unusable config of `service` (e.g. `DCX`).
+    pub fn config(service: &'static str, reason: impl Into<String>) -> ServeError {
+        ServeError::Config {
+            service,
+            reason: reason.into(),
+        }
+    }
+}

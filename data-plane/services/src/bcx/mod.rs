@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use kaa_bus::{Bus, BusError};
+use kaa_bus::Bus;
 use kaa_protocol::{
     esp::{ClientData, ExtensionData},
     subject,
@@ -35,18 +35,7 @@ pub use rest::router;
 /// BCX configuration ([`kaa_blueprint::config::BcxConfig`]).
 pub use kaa_blueprint::config::BcxConfig as Config;
 
-/// Why [`serve`] or [`BcxState::new`] failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error("invalid BCX config: {0}")]
-    Config(String),
-    #[error("cannot subscribe to {subject}: {source}")]
-    Subscribe {
-        subject: String,
-        #[source]
-        source: BusError,
-    },
-}
+pub use crate::ServeError;
 
 /// What the bus handler and the REST API share.
 #[derive(Debug, Clone)]
@@ -59,8 +48,9 @@ pub struct BcxState {
 impl BcxState {
     pub fn new(store: Store, bus: Bus, config: Config) -> Result<Self, ServeError> {
         if !subject::is_valid_token(&config.instance) {
-            return Err(ServeError::Config(
-                "instance must be a non-empty NATS subject token".into(),
+            return Err(ServeError::config(
+                "BCX",
+                "instance must be a non-empty NATS subject token",
             ));
         }
         Ok(BcxState {

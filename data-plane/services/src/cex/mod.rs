@@ -18,7 +18,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use kaa_bus::{Bus, BusError};
+use kaa_bus::Bus;
 use kaa_protocol::subject;
 use kaa_store::{Store, cex::Command};
 use serde_json::{Value, json};
@@ -40,18 +40,7 @@ pub use rest::router;
 /// CEX configuration ([`kaa_blueprint::config::CexConfig`]).
 pub use kaa_blueprint::config::CexConfig as Config;
 
-/// Why [`serve`] or [`CexState::new`] failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error("invalid CEX config: {0}")]
-    Config(String),
-    #[error("cannot subscribe to {subject}: {source}")]
-    Subscribe {
-        subject: String,
-        #[source]
-        source: BusError,
-    },
-}
+pub use crate::ServeError;
 
 /// Checks names and limits.
 pub fn validate(config: &Config) -> Result<(), ServeError> {
@@ -59,13 +48,15 @@ pub fn validate(config: &Config) -> Result<(), ServeError> {
         .chain(&config.kpc_instances)
         .chain(std::iter::once(&config.epr_instance));
     if let Some(bad) = names.into_iter().find(|n| !subject::is_valid_token(n)) {
-        return Err(ServeError::Config(format!(
-            "{bad:?} is not a valid instance name (a non-empty NATS subject token)"
-        )));
+        return Err(ServeError::config(
+            "CEX",
+            format!("{bad:?} is not a valid instance name (a non-empty NATS subject token)"),
+        ));
     }
     if config.request_timeout_ms == 0 {
-        return Err(ServeError::Config(
-            "requestTimeoutMs must be greater than 0".into(),
+        return Err(ServeError::config(
+            "CEX",
+            "requestTimeoutMs must be greater than 0",
         ));
     }
     Ok(())

@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 
-use kaa_bus::{Bus, BusError};
+use kaa_bus::Bus;
 use kaa_protocol::subject;
 use kaa_store::{Store, cmx::ConfigDoc};
 use serde_json::json;
@@ -37,32 +37,22 @@ pub use rest::router;
 /// CMX configuration ([`kaa_blueprint::config::CmxConfig`]).
 pub use kaa_blueprint::config::CmxConfig as Config;
 
-/// Why [`serve`] or [`CmxState::new`] failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error("invalid CMX config: {0}")]
-    Config(String),
-    #[error("cannot subscribe to {subject}: {source}")]
-    Subscribe {
-        subject: String,
-        #[source]
-        source: BusError,
-    },
-}
+pub use crate::ServeError;
 
 /// Checks names and limits.
 pub fn validate(config: &Config) -> Result<(), ServeError> {
     let names = std::iter::once(&config.instance).chain(&config.kpc_instances);
     if let Some(bad) = names.into_iter().find(|n| !subject::is_valid_token(n)) {
-        return Err(ServeError::Config(format!(
-            "{bad:?} is not a valid instance name (a non-empty NATS subject token)"
-        )));
+        return Err(ServeError::config(
+            "CMX",
+            format!("{bad:?} is not a valid instance name (a non-empty NATS subject token)"),
+        ));
     }
     if config.config_name.is_empty() {
-        return Err(ServeError::Config("configName must not be empty".into()));
+        return Err(ServeError::config("CMX", "configName must not be empty"));
     }
     if config.max_config_bytes == 0 {
-        return Err(ServeError::Config("maxConfigBytes must be greater than 0".into()));
+        return Err(ServeError::config("CMX", "maxConfigBytes must be greater than 0"));
     }
     Ok(())
 }

@@ -38,22 +38,11 @@ pub use kaa_blueprint::config::{DataReceiver, DcxAppVersion, DcxConfig as Config
 /// The one resource of 2/DCP.
 const JSON_RESOURCE: &str = "/json";
 
-/// Why [`serve`] could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error("invalid DCX config: {0}")]
-    Config(String),
-    #[error("cannot subscribe to {subject}: {source}")]
-    Subscribe {
-        subject: String,
-        #[source]
-        source: BusError,
-    },
-}
+pub use crate::ServeError;
 
 /// Checks the instance and receiver names, limits and the timeout.
 pub fn validate(config: &Config) -> Result<(), ServeError> {
-    let fail = |m: String| Err(ServeError::Config(m));
+    let fail = |m: String| Err(ServeError::config("DCX", m));
     if !subject::is_valid_token(&config.instance) {
         return fail("instance must be a non-empty NATS subject token".into());
     }

@@ -25,7 +25,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use kaa_bus::{Bus, BusError};
+use kaa_bus::Bus;
 use kaa_protocol::{
     avro::AvroRecord,
     collection::{DataPoint, PointValue, TimeSeriesEvent},
@@ -52,22 +52,11 @@ const RETRIES: usize = 5;
 /// Changes queued per lane before reading events waits.
 const LANE_DEPTH: usize = 64;
 
-/// Why [`serve`] could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error("invalid EPL config: {0}")]
-    Config(String),
-    #[error("cannot subscribe to {subject}: {source}")]
-    Subscribe {
-        subject: String,
-        #[source]
-        source: BusError,
-    },
-}
+pub use crate::ServeError;
 
 /// Checks names, keys and the timeout.
 pub fn validate(config: &Config) -> Result<(), ServeError> {
-    let fail = |m: &str| Err(ServeError::Config(m.to_owned()));
+    let fail = |m: &str| Err(ServeError::config("EPL", m.to_owned()));
     if !subject::is_valid_token(&config.instance) || !subject::is_valid_token(&config.epr_instance) {
         return fail("instance and eprInstance must be non-empty NATS subject tokens");
     }

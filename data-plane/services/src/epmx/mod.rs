@@ -20,7 +20,7 @@
 
 use std::time::Duration;
 
-use kaa_bus::{Bus, BusError};
+use kaa_bus::Bus;
 use kaa_protocol::{
     esp::{ClientData, ExtensionData},
     subject,
@@ -43,34 +43,26 @@ const CONDITIONAL_RETRIES: usize = 3;
 /// ([`kaa_blueprint::config::EpmxConfig`]).
 pub use kaa_blueprint::config::EpmxConfig as Config;
 
-/// Why [`serve`] could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error("invalid EPMX config: {0}")]
-    Config(String),
-    #[error("cannot subscribe to {subject}: {source}")]
-    Subscribe {
-        subject: String,
-        #[source]
-        source: BusError,
-    },
-}
+pub use crate::ServeError;
 
 /// Checks the instance names and the timeout.
 pub fn validate(config: &Config) -> Result<(), ServeError> {
     if !subject::is_valid_token(&config.instance) {
-        return Err(ServeError::Config(
-            "instance must be a non-empty NATS subject token".into(),
+        return Err(ServeError::config(
+            "EPMX",
+            "instance must be a non-empty NATS subject token",
         ));
     }
     if !subject::is_valid_token(&config.epr_instance) {
-        return Err(ServeError::Config(
-            "eprInstance must be a non-empty NATS subject token".into(),
+        return Err(ServeError::config(
+            "EPMX",
+            "eprInstance must be a non-empty NATS subject token",
         ));
     }
     if config.request_timeout_ms == 0 {
-        return Err(ServeError::Config(
-            "requestTimeoutMs must be greater than 0".into(),
+        return Err(ServeError::config(
+            "EPMX",
+            "requestTimeoutMs must be greater than 0",
         ));
     }
     Ok(())

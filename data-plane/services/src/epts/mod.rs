@@ -17,7 +17,7 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use kaa_bus::{Bus, BusError};
+use kaa_bus::Bus;
 use kaa_protocol::subject;
 use kaa_store::Store;
 use tokio_util::sync::CancellationToken;
@@ -38,22 +38,11 @@ const RETENTION_BATCH: u64 = 5_000;
 const RETENTION_ROUNDS: usize = 20;
 const DAY_MS: i64 = 86_400_000;
 
-/// Why [`serve`] could not start, or the config is unusable.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error("invalid EPTS config: {0}")]
-    Config(String),
-    #[error("cannot subscribe to {subject}: {source}")]
-    Subscribe {
-        subject: String,
-        #[source]
-        source: BusError,
-    },
-}
+pub use crate::ServeError;
 
 /// Checks names, paths and retention.
 pub fn validate(config: &Config) -> Result<(), ServeError> {
-    let fail = |m: String| Err(ServeError::Config(m));
+    let fail = |m: String| Err(ServeError::config("EPTS", m));
     if !subject::is_valid_token(&config.instance) {
         return fail("instance must be a non-empty NATS subject token".into());
     }
