@@ -106,7 +106,8 @@ try {
   });
   if ((await text(page, `${row} td[data-key="mac"]`)) !== '00-14-22-01-23-45') throw new Error('mac column');
   if (!(await page.evaluate(() => window.notReloaded))) throw new Error('the page reloaded');
-  await page.screenshot({ path: join(shots, '3-list-online.png') });
+  // The README's picture (docs/dashboard.png): the tutorial's meter, online, in the list.
+  await page.screenshot({ path: join(shots, '3-list-online.png'), clip: { x: 0, y: 0, width: 1200, height: 380 } });
 
   // 5. Its page: connectivity, metadata, and the chart with the samples.
   await page.click(`${row} a`);

@@ -271,15 +271,15 @@ async function endpointView(view, id) {
   };
 }
 
-// A titled section with a message line for errors and confirmations.
+// A titled section with a message line (under the title) for errors and confirmations.
 function section(title, id) {
   const message = h('p', { class: 'message', role: 'status' });
-  const node = h('section', { class: 'card', 'aria-labelledby': `${id}-title`, id }, h('h2', { id: `${id}-title` }, title));
+  const node = h('section', { class: 'card', 'aria-labelledby': `${id}-title`, id }, h('h2', { id: `${id}-title` }, title), message);
   const say = (text, bad = false) => {
     message.textContent = text;
     message.className = bad ? 'message error' : 'message';
   };
-  return { node, message, say };
+  return { node, say };
 }
 
 // A textarea that polling must not overwrite while the user edits it.
@@ -296,7 +296,7 @@ function editor(id, rows) {
 }
 
 function metadataPart(id, status) {
-  const { node, message, say } = section('Metadata', 'metadata');
+  const { node, say } = section('Metadata', 'metadata');
   const list = h('dl', { class: 'kv' });
   const area = editor('metadata-json', 6);
   let etag = null;
@@ -316,8 +316,8 @@ function metadataPart(id, status) {
     area.dirty = false;
     refresh();
   };
-  node.append(list, h('form', { onsubmit: save }, field('Edit (JSON object; connected and connectivity_ts are kept by the platform)', area),
-    h('div', { class: 'buttons' }, h('button', { type: 'submit' }, 'Save metadata'), h('button', { type: 'button', class: 'secondary', onclick: reload }, 'Reload'))), message);
+  node.append(list, h('form', { onsubmit: save }, field('Edit (JSON object)', area),
+    h('div', { class: 'buttons' }, h('button', { type: 'submit' }, 'Save metadata'), h('button', { type: 'button', class: 'secondary', onclick: reload }, 'Reload'))));
   async function refresh() {
     const { headers, data } = await call('GET', `/epr/api/v1/endpoints/${enc(id)}/metadata`);
     etag = headers.get('ETag');
