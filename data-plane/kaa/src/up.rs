@@ -150,7 +150,9 @@ pub async fn up(args: Args) -> anyhow::Result<()> {
         bus,
         store: Some(store.clone()),
     };
-    let app = crate::http::app(health, metrics, platform.router(), Some(admin_token));
+    // The dashboard rides on `kaa up`'s one HTTP port; in cluster mode it is not served (yet).
+    let rest = platform.router().merge(crate::web::router());
+    let app = crate::http::app(health, metrics, rest, Some(admin_token));
     let (http_addr, http) = crate::http::serve(&args.http_addr, app, context.shutdown.clone()).await?;
     print_banner(&blueprint, &platform, listeners, http_addr, &token_path, created);
 
@@ -275,6 +277,7 @@ fn print_banner(
         r#"kaa-rs is up: Blueprint `{name}`
   MQTT  {mqtt}   ({mqtt_auth}){more}
   HTTP  http://{http}   REST /epr/api/v1, /cm/api/v1, /ccm/api/v1, /epts/api/v1, /ecr/api/v1, /cex/api/v1, /bcx/api/v1, health /health, metrics /metrics
+  web   http://{http}/   (dashboard: log in with the admin token)
   admin {token}   ({token_note}: every REST call needs `Authorization: Bearer <its content>`;
         keep it secret, delete it and restart to get a new one)
 

@@ -8,6 +8,7 @@
 //! | GET / PUT / PATCH | `/endpoints/{id}/metadata` (`?include=k1,k2` on GET) | 200 metadata object + `ETag` |
 //! | GET / PUT / DELETE | `/endpoints/{id}/metadata/{key}` | 200 value + `ETag` / 204 |
 //! | GET | `/endpoints/{id}/metadata-keys` | 200 array of keys |
+//! | GET | `/applications` | 200 `[{"name","versions":[..]}]` (kaa-rs: the configured ones, for pickers) |
 //!
 //! An endpoint is `{"endpointId","appVersion":{"name"},"applicationName"?,"createdAt"(ms),
 //! "metadata"?}`. Metadata writes accept `If-Match` with the `ETag` of a previous read (412 on a
@@ -79,6 +80,7 @@ pub fn router(state: EprState) -> Router {
         )
         .route("/epr/api/v1/endpoints/{id}/metadata-keys", get(metadata_keys))
         .route("/epr/api/v1/endpoints/{id}/app-version", put(move_endpoint))
+        .route("/epr/api/v1/applications", get(applications))
         .with_state(state)
 }
 
@@ -514,6 +516,25 @@ async fn metadata_keys(
     Path(id): Path<String>,
 ) -> Result<Json<Vec<String>>, AppError> {
     Ok(Json(state.store().metadata_keys(&id).await?))
+}
+
+#[derive(Debug, Serialize)]
+struct ApplicationJson {
+    name: String,
+    versions: Vec<String>,
+}
+
+/// Not in Kaa's EPR (its applications live in a separate service): the applications and versions
+/// this EPR accepts, so that clients such as the dashboard can offer them without guessing.
+async fn applications(State(state): State<EprState>) -> Json<Vec<ApplicationJson>> {
+    let apps = state.config().applications.iter();
+    Json(
+        apps.map(|a| ApplicationJson {
+            name: a.name.clone(),
+            versions: a.versions.clone(),
+        })
+        .collect(),
+    )
 }
 
 async fn endpoint_json(

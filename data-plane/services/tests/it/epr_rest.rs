@@ -627,3 +627,13 @@ async fn an_endpoint_moves_between_versions_of_its_application_and_extensions_he
     let got = call(app, "GET", &format!("/epr/api/v1/endpoints/{id}"), None, &[]).await;
     assert_eq!(got.body["appVersion"]["name"], APP_V2);
 }
+
+#[tokio::test]
+async fn applications_lists_the_configured_versions() {
+    let app = app().await;
+    let got = call(&app, "GET", "/epr/api/v1/applications", None, &[]).await;
+    assert_eq!(got.status, StatusCode::OK);
+    let apps = got.body.as_array().unwrap();
+    let ours = apps.iter().find(|a| a["name"] == APP).unwrap();
+    assert_eq!(ours["versions"], json!([APP_V1, APP_V2]));
+}
