@@ -314,8 +314,12 @@ async fn delete_override(
 }
 
 fn status_json(s: &ConfigStatus) -> Value {
+    // A report about the configuration last dispatched settles it, whichever was recorded
+    // last (a push on connect may be recorded after the device already applied that config).
     let reported_last = match (s.applied_at, s.dispatched_at) {
-        (Some(applied), Some(dispatched)) => applied >= dispatched,
+        (Some(applied), Some(dispatched)) => {
+            applied >= dispatched || s.applied_config_id == s.dispatched_config_id
+        }
         (Some(_), None) => true,
         (None, _) => false,
     };
@@ -386,4 +390,36 @@ async fn statuses(
         "last": true,
         "empty": n == 0,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(dispatched: (&str, i64), applied: (&str, i64)) -> ConfigStatus {
+        ConfigStatus {
+            config_name: "default".into(),
+            endpoint_id: "e".into(),
+            app_version: "v1".into(),
+            dispatched_config_id: Some(dispatched.0.into()),
+            dispatched_at: Some(dispatched.1),
+            applied_config_id: Some(applied.0.into()),
+            applied_at: Some(applied.1),
+            status_code: Some(200),
+            reason_phrase: None,
+        }
+    }
+
+    #[test]
+    fn a_report_settles_the_config_it_names_whatever_was_recorded_last() {
+        // The device applied `a`; a push of `a` on connect was recorded a moment later.
+        assert_eq!(status_json(&status(("a", 2), ("a", 1)))["status"], "APPLIED");
+        // A newer config went out after the report: waiting for the device again.
+        let newer = status_json(&status(("b", 2), ("a", 1)));
+        assert_eq!(
+            (newer["status"].as_str(), newer["configId"].as_str()),
+            (Some("DISPATCHED"), Some("b"))
+        );
+        assert_eq!(status_json(&status(("b", 1), ("a", 2)))["status"], "APPLIED");
+    }
 }
