@@ -1,5 +1,7 @@
 //! The checked-in CRD is what the code generates, and the schema says what the rules say.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use kaa_operator::crd::crd_yaml;
 
 const CHECKED_IN: &str = include_str!("../../crds/blueprint.yaml");

@@ -242,6 +242,24 @@ impl ServiceKind {
         }
     }
 
+    /// Whether instances of this kind serve a REST API (and so need the admin token).
+    /// Deny-by-default: a new kind needs the token until it is listed here as having no API.
+    pub fn serves_rest(self) -> bool {
+        !matches!(
+            self,
+            ServiceKind::Kpc | ServiceKind::Epmx | ServiceKind::Epl | ServiceKind::Dcx
+        )
+    }
+
+    /// Whether instances of this kind keep state in a database. Deny-by-default, like
+    /// [`Self::serves_rest`].
+    pub fn keeps_state(self) -> bool {
+        !matches!(
+            self,
+            ServiceKind::Kpc | ServiceKind::Epmx | ServiceKind::Epl | ServiceKind::Dcx
+        )
+    }
+
     /// Whether devices reach this kind as a 1/KP extension instance.
     pub fn is_extension(self) -> bool {
         matches!(
