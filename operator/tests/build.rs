@@ -19,16 +19,7 @@ fn objects(bp: &Blueprint) -> Vec<Object> {
 fn yaml(objects: &[Object]) -> String {
     objects
         .iter()
-        .map(|o| {
-            let text = match o {
-                Object::ConfigMap(o) => serde_saphyr::to_string(o),
-                Object::Deployment(o) => serde_saphyr::to_string(o),
-                Object::Service(o) => serde_saphyr::to_string(o),
-                Object::PodDisruptionBudget(o) => serde_saphyr::to_string(o),
-                Object::HorizontalPodAutoscaler(o) => serde_saphyr::to_string(o),
-            };
-            format!("---\n{}", text.unwrap())
-        })
+        .map(|o| format!("---\n{}", serde_saphyr::to_string(&o.to_json().unwrap()).unwrap()))
         .collect()
 }
 
@@ -58,14 +49,7 @@ fn restart_hash(objects: &[Object], name: &str) -> String {
 #[test]
 fn every_object_is_owned_by_the_blueprint() {
     for o in objects(&sample("scaled")) {
-        let json = match &o {
-            Object::ConfigMap(x) => serde_json::to_value(x),
-            Object::Deployment(x) => serde_json::to_value(x),
-            Object::Service(x) => serde_json::to_value(x),
-            Object::PodDisruptionBudget(x) => serde_json::to_value(x),
-            Object::HorizontalPodAutoscaler(x) => serde_json::to_value(x),
-        }
-        .unwrap();
+        let json = o.to_json().unwrap();
         let owner = &json["metadata"]["ownerReferences"][0];
         assert_eq!(
             (owner["uid"].as_str(), owner["controller"].as_bool()),

@@ -18,7 +18,7 @@ use k8s_openapi::{
     },
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
 };
-use kube::Resource;
+use kube::{Resource, core::ApiResource};
 
 use crate::{
     crd::Blueprint,
@@ -69,7 +69,44 @@ pub enum Object {
     HorizontalPodAutoscaler(HorizontalPodAutoscaler),
 }
 
+/// Apply one builder's function to whichever object `$o` holds.
+macro_rules! each {
+    ($o:expr, $x:ident => $e:expr) => {
+        match $o {
+            Object::ConfigMap($x) => $e,
+            Object::Deployment($x) => $e,
+            Object::Service($x) => $e,
+            Object::PodDisruptionBudget($x) => $e,
+            Object::HorizontalPodAutoscaler($x) => $e,
+        }
+    };
+}
+
+/// The kinds of object a Blueprint owns (what `apply` prunes), as dynamic API resources.
+pub fn owned_kinds() -> [ApiResource; 5] {
+    [
+        ApiResource::erase::<ConfigMap>(&()),
+        ApiResource::erase::<Deployment>(&()),
+        ApiResource::erase::<Service>(&()),
+        ApiResource::erase::<PodDisruptionBudget>(&()),
+        ApiResource::erase::<HorizontalPodAutoscaler>(&()),
+    ]
+}
+
 impl Object {
+    /// Its kind as a dynamic API resource.
+    pub fn api_resource(&self) -> ApiResource {
+        fn of<K: Resource<DynamicType = ()>>(_: &K) -> ApiResource {
+            ApiResource::erase::<K>(&())
+        }
+        each!(self, o => of(o))
+    }
+
+    /// The object as JSON, with `apiVersion` and `kind`.
+    pub fn to_json(&self) -> Result<serde_json::Value, serde_json::Error> {
+        each!(self, o => serde_json::to_value(o))
+    }
+
     pub fn name(&self) -> &str {
         let meta = match self {
             Object::ConfigMap(o) => &o.metadata,
