@@ -9,11 +9,13 @@
 //! - [`status`]: conditions and per-service replicas.
 //! - [`controller`]: the pipeline (`reconcile`) and the kube-runtime Controller (`run`).
 //! - [`metrics`]: reconcile counts, errors and durations for `/metrics`.
+//! - [`http`]: `/health` and `/metrics`.
 
 pub mod apply;
 pub mod build;
 pub mod controller;
 pub mod crd;
+pub mod http;
 pub mod metrics;
 pub mod status;
 pub mod validate;

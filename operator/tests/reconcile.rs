@@ -313,3 +313,37 @@ async fn an_existing_admin_token_is_never_replaced() {
     // "my-own-token", base64
     assert_eq!(secret["data"]["token"], "bXktb3duLXRva2Vu");
 }
+
+#[tokio::test]
+async fn metrics_count_reconciles_and_health_answers() {
+    use tower::ServiceExt;
+    let server = FakeApiServer::start().await;
+    let metrics = Metrics::default();
+    let ctx = Context {
+        client: server.client_in(NS),
+        settings: Settings::default(),
+        metrics: metrics.clone(),
+    };
+    tokio::spawn(async move { run(ctx, Some(NS)).await });
+    create(&server, "invalid").await;
+    observed(&server, "invalid", 1).await;
+    let app = kaa_operator::http::app(metrics);
+    let get = |path: &str| {
+        axum::http::Request::get(path)
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
+    let health = app.clone().oneshot(get("/health")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    let body = app.oneshot(get("/metrics")).await.unwrap().into_body();
+    let text = String::from_utf8(axum::body::to_bytes(body, 1 << 20).await.unwrap().to_vec()).unwrap();
+    let count = text
+        .lines()
+        .find_map(|l| l.strip_prefix("kaa_operator_reconciles_total "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(count.is_some_and(|n| n >= 1), "{text}");
+    assert!(
+        text.contains("kaa_operator_reconcile_duration_seconds_count"),
+        "{text}"
+    );
+}
