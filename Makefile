@@ -1,5 +1,5 @@
 # The commands CI and developers run. `make test` is the one the README names.
-.PHONY: test build fmt lint run
+.PHONY: test build fmt lint run generate
 
 # Everything: installs test dependencies, builds the binary, runs every test.
 test:
@@ -17,3 +17,7 @@ lint:
 
 run:
 	cargo run -p kaa -- up
+
+# Checked-in generated files: the Blueprint CRD (operator/tests/crd.rs fails when it drifts).
+generate:
+	cargo run -q -p kaa-operator -- crd > crds/blueprint.yaml

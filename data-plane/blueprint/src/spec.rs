@@ -28,20 +28,49 @@ pub struct Metadata {
     pub labels: BTreeMap<String, String>,
 }
 
+/// What the platform consists of: the `spec` of a Blueprint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct BlueprintSpec {
     /// Applications; each has versions, and each version is served by extension instances.
+    #[cfg_attr(feature = "schema", schemars(length(max = 16)))]
     pub applications: Vec<Application>,
     /// Service instances; at least one `kpc`, exactly one `epr` and exactly one `cm`.
+    #[cfg_attr(feature = "schema", schemars(length(max = 32)))]
     pub services: Vec<ServiceInstance>,
+    /// How the services reach NATS and their database in a cluster (ignored by `kaa up`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<Cluster>,
+}
+
+/// Cluster wiring of a Blueprint: what the operator gives every pod.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct Cluster {
+    /// NATS URL every service connects to (default `nats://nats:4222`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats_url: Option<String>,
+    /// The data-plane image (default: the operator's `--image`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// A Secret holding the PostgreSQL URL of the stateful services (key `url`). Without it each
+    /// stateful pod keeps an SQLite file on an emptyDir: for trying things out only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_secret: Option<String>,
 }
 
 /// An IoT application, e.g. `smart_meter`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Application {
+    /// Application name, unique in the Blueprint (letters, digits, `_`, `-`).
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 63)))]
     pub name: String,
+    /// Its versions; at least one.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 16)))]
     pub versions: Vec<AppVersion>,
 }
 
@@ -49,28 +78,101 @@ pub struct Application {
 /// across the whole Blueprint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AppVersion {
+    /// Version name as devices write it in 1/KP topics, e.g. `smart_meter_v1`.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 63)))]
     pub name: String,
     /// Names of the extension service instances that serve this version (e.g. `epmx`).
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(length(max = 16), inner(length(max = 63))))]
     pub extensions: Vec<String>,
 }
 
 /// One service instance: a kind of service, its instance name, and its settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ServiceInstance {
+    /// The kind of service.
     pub kind: ServiceKind,
     /// Instance name, unique in the Blueprint; it names NATS subjects and 1/KP extension levels.
     /// Defaults to the kind's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 63)))]
     pub name: Option<String>,
     /// Replicas in a cluster (ignored by `kaa up`, which runs one of each).
     #[serde(default = "one")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 1000)))]
     pub replicas: u32,
-    /// Kind-specific settings; see [`crate::config`] for each kind's fields.
+    /// Scale between bounds on CPU load instead of a fixed `replicas` (cluster only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<Autoscaling>,
+    /// CPU and memory of each replica (cluster only); Kubernetes quantities, e.g. `100m`, `128Mi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    /// Kind-specific settings (the README lists each kind's fields; [`crate::config`] has their types).
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(schema_with = "free_form"))]
     pub config: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Kind-specific settings are checked by the renderer, which names the field at fault; the
+/// schema only says "an object".
+#[cfg(feature = "schema")]
+fn free_form(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "description": "Kind-specific settings (see the README for each kind's fields).",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}
+
+/// Horizontal autoscaling of one service instance on CPU utilisation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct Autoscaling {
+    /// The fewest replicas.
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 1000)))]
+    pub min_replicas: u32,
+    /// The most replicas; at least `minReplicas`.
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 1000)))]
+    pub max_replicas: u32,
+    /// Average CPU utilisation (percent of the request) to keep replicas at (default 70).
+    #[serde(default = "seventy")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 100)))]
+    pub target_cpu_percent: u32,
+}
+
+fn seventy() -> u32 {
+    70
+}
+
+/// Requests and limits of one replica.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct Resources {
+    /// What the scheduler reserves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<Quantities>,
+    /// The most a replica may use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Quantities>,
+}
+
+/// CPU and memory quantities.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct Quantities {
+    /// CPU, e.g. `100m` or `1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    /// Memory, e.g. `128Mi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
 }
 
 fn one() -> u32 {
@@ -87,6 +189,7 @@ impl ServiceInstance {
 /// The service kinds this build knows how to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum ServiceKind {
     /// The 1/KP gateway.
     Kpc,
@@ -137,6 +240,24 @@ impl ServiceKind {
             ServiceKind::Cex => "cex",
             ServiceKind::Bcx => "bcx",
         }
+    }
+
+    /// Whether instances of this kind serve a REST API (and so need the admin token).
+    /// Deny-by-default: a new kind needs the token until it is listed here as having no API.
+    pub fn serves_rest(self) -> bool {
+        !matches!(
+            self,
+            ServiceKind::Kpc | ServiceKind::Epmx | ServiceKind::Epl | ServiceKind::Dcx
+        )
+    }
+
+    /// Whether instances of this kind keep state in a database. Deny-by-default, like
+    /// [`Self::serves_rest`].
+    pub fn keeps_state(self) -> bool {
+        !matches!(
+            self,
+            ServiceKind::Kpc | ServiceKind::Epmx | ServiceKind::Epl | ServiceKind::Dcx
+        )
     }
 
     /// Whether devices reach this kind as a 1/KP extension instance.

@@ -107,6 +107,24 @@ impl Blueprint {
                     "must be between 1 and 1000",
                 );
             }
+            if let Some(a) = &service.autoscaling {
+                let at = format!("spec.services[{i}].autoscaling");
+                if a.min_replicas == 0 || a.max_replicas > 1000 {
+                    p.fail(
+                        format!("{at}.minReplicas"),
+                        "minReplicas and maxReplicas must be between 1 and 1000",
+                    );
+                }
+                if a.max_replicas < a.min_replicas {
+                    p.fail(
+                        format!("{at}.maxReplicas"),
+                        format!("must be at least minReplicas ({})", a.min_replicas),
+                    );
+                }
+                if a.target_cpu_percent == 0 || a.target_cpu_percent > 100 {
+                    p.fail(format!("{at}.targetCpuPercent"), "must be between 1 and 100");
+                }
+            }
         }
         let count = |kind| self.spec.services.iter().filter(|s| s.kind == kind).count();
         if count(ServiceKind::Kpc) == 0 {
@@ -275,6 +293,21 @@ spec:
         for e in expected {
             assert!(errs.iter().any(|x| x == e), "missing `{e}` in {errs:#?}");
         }
+    }
+
+    #[test]
+    fn autoscaling_bounds_are_checked() {
+        let yaml = GOOD.replace(
+            "- { kind: kpc }",
+            "- { kind: kpc, autoscaling: { minReplicas: 3, maxReplicas: 2, targetCpuPercent: 0 } }",
+        );
+        assert_eq!(
+            errors(&yaml),
+            [
+                "spec.services[0].autoscaling.maxReplicas: must be at least minReplicas (3)",
+                "spec.services[0].autoscaling.targetCpuPercent: must be between 1 and 100",
+            ]
+        );
     }
 
     #[test]

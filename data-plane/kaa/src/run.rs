@@ -66,7 +66,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let admin_token = match &args.admin_token_file {
         Some(path) => Some(AdminToken::read(path)?),
-        None if serves_rest(config.kind()) => anyhow::bail!(
+        None if config.kind().serves_rest() => anyhow::bail!(
             "a `{}` service serves a REST API and needs --admin-token-file FILE (or \
              KAA_ADMIN_TOKEN_FILE): the file holds the bearer token API clients must send",
             config.kind()
@@ -79,7 +79,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot open the database {}", kaa_store::redacted(database)))?,
         ),
-        (None, kind) if keeps_state(kind) && !state_in_kubernetes(&config) => anyhow::bail!(
+        (None, kind) if kind.keeps_state() && !state_in_kubernetes(&config) => anyhow::bail!(
             "a `{kind}` service keeps its state in a database and needs --database FILE or URL (or \
              KAA_DATABASE): an SQLite file, created if missing, or a postgres:// URL"
         ),
@@ -122,25 +122,8 @@ fn kind_parser() -> impl clap::builder::TypedValueParser<Value = ServiceKind> {
         .try_map(|kind| kind.parse::<ServiceKind>())
 }
 
-/// Whether instances of `kind` keep state in a database. Deny-by-default, like [`serves_rest`].
-fn keeps_state(kind: ServiceKind) -> bool {
-    !matches!(
-        kind,
-        ServiceKind::Kpc | ServiceKind::Epmx | ServiceKind::Epl | ServiceKind::Dcx
-    )
-}
-
 /// Whether the instance keeps its state in Kubernetes rather than a database (CM with
 /// `storage: kubernetes`).
 fn state_in_kubernetes(config: &ServiceConfig) -> bool {
     matches!(config, ServiceConfig::Cm(cm) if cm.storage == CmStorage::Kubernetes)
-}
-
-/// Whether instances of `kind` serve a REST API. Deny-by-default: a new kind needs the admin token
-/// until it is listed here as having no API.
-fn serves_rest(kind: ServiceKind) -> bool {
-    !matches!(
-        kind,
-        ServiceKind::Kpc | ServiceKind::Epmx | ServiceKind::Epl | ServiceKind::Dcx
-    )
 }

@@ -111,7 +111,13 @@ impl FakeApiServer {
             .unwrap_or_else(|e| panic!("fake API server: no local address: {e}"));
         let (live, _) = broadcast::channel(LIVE_BUFFER);
         let state = Arc::new(Shared {
-            store: Mutex::default(),
+            // Revision 1, like a fresh etcd: a list of an empty collection then says "1", and a
+            // watch from it replays what was created in between. (From "0" a watch starts "now"
+            // and would miss it, as the real server's does.)
+            store: Mutex::new(store::Store {
+                revision: 1,
+                ..store::Store::default()
+            }),
             live: Some(live),
         });
         let shutdown = CancellationToken::new();

@@ -1,0 +1,21 @@
+//! The kaa-rs operator: reconciles `Blueprint` custom resources into a running platform.
+//!
+//! # Layout
+//! A reconcile is a pipeline, one module per step, each with its own error type:
+//! - [`crd`]: the `Blueprint` resource (kaa-blueprint's spec types) and its status.
+//! - [`validate`]: the resource -> a Blueprint `kaa up` would accept, plus the cluster's rules.
+//! - [`build`]: pure, validated Blueprint -> desired Kubernetes objects.
+//! - [`apply`]: server-side apply of the desired objects, the admin Secret, pruning.
+//! - [`status`]: conditions and per-service replicas.
+//! - [`controller`]: the pipeline (`reconcile`) and the kube-runtime Controller (`run`).
+//! - [`metrics`]: reconcile counts, errors and durations for `/metrics`.
+//! - [`http`]: `/health` and `/metrics`.
+
+pub mod apply;
+pub mod build;
+pub mod controller;
+pub mod crd;
+pub mod http;
+pub mod metrics;
+pub mod status;
+pub mod validate;

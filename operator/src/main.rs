@@ -1,0 +1,78 @@
+//! `kaa-operator`: `crd` prints the CustomResourceDefinition; `run` reconciles Blueprints.
+
+use anyhow::Context as _;
+use clap::Parser;
+use kaa_operator::{build::Settings, controller, metrics::Metrics};
+
+#[derive(Debug, Parser)]
+#[command(version, about = "The kaa-rs Kubernetes operator")]
+enum Command {
+    /// Print the CustomResourceDefinition of `Blueprint` (YAML), e.g. for `kubectl apply -f -`.
+    Crd,
+    /// Watch Blueprints and the objects they own, and reconcile them (in cluster, or with
+    /// KUBECONFIG's context from outside).
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Only Blueprints in this namespace (default: all namespaces).
+    #[arg(long, env = "KAA_OPERATOR_NAMESPACE")]
+    namespace: Option<String>,
+    /// The data-plane image pods run, unless a Blueprint sets `spec.cluster.image`.
+    #[arg(long, env = "KAA_IMAGE")]
+    image: Option<String>,
+    /// NATS URL given to pods, unless a Blueprint sets `spec.cluster.natsUrl`.
+    #[arg(long, env = "KAA_NATS_URL")]
+    nats_url: Option<String>,
+    /// `/health` and `/metrics`.
+    #[arg(long, default_value = "0.0.0.0:8080", env = "KAA_OPERATOR_HTTP_ADDR")]
+    http_addr: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Command::parse() {
+        Command::Crd => {
+            #[allow(clippy::print_stdout)] // the command's output
+            {
+                print!("{}", kaa_operator::crd::crd_yaml()?);
+            }
+            Ok(())
+        }
+        Command::Run(args) => run(args).await,
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let defaults = Settings::default();
+    let settings = Settings {
+        image: args.image.unwrap_or(defaults.image),
+        nats_url: args.nats_url.unwrap_or(defaults.nats_url),
+    };
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot reach the Kubernetes API (in cluster, or KUBECONFIG)")?;
+    let metrics = Metrics::default();
+    let listener = tokio::net::TcpListener::bind(&args.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.http_addr))?;
+    let app = kaa_operator::http::app(metrics.clone());
+    let http = tokio::spawn(async move { axum::serve(listener, app).await });
+    tracing::info!(http_addr = %args.http_addr, namespace = ?args.namespace, "operator running");
+    let ctx = controller::Context {
+        client,
+        settings,
+        metrics,
+    };
+    // Ends on SIGTERM / ctrl-c (the controller's own signal handling).
+    controller::run(ctx, args.namespace.as_deref()).await;
+    http.abort();
+    Ok(())
+}
