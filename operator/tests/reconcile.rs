@@ -335,13 +335,20 @@ async fn metrics_count_reconciles_and_health_answers() {
     };
     let health = app.clone().oneshot(get("/health")).await.unwrap();
     assert_eq!(health.status(), 200);
-    let body = app.oneshot(get("/metrics")).await.unwrap().into_body();
-    let text = String::from_utf8(axum::body::to_bytes(body, 1 << 20).await.unwrap().to_vec()).unwrap();
-    let count = text
-        .lines()
-        .find_map(|l| l.strip_prefix("kaa_operator_reconciles_total "))
-        .and_then(|n| n.parse::<u64>().ok());
-    assert!(count.is_some_and(|n| n >= 1), "{text}");
+    // The reconcile is counted when it returns, just after it wrote the status seen above.
+    let text = eventually(WAIT, "a counted reconcile", || {
+        let (app, get) = (app.clone(), &get);
+        async move {
+            let body = app.oneshot(get("/metrics")).await.ok()?.into_body();
+            let text = String::from_utf8(axum::body::to_bytes(body, 1 << 20).await.ok()?.to_vec()).ok()?;
+            let count = text
+                .lines()
+                .find_map(|l| l.strip_prefix("kaa_operator_reconciles_total "))
+                .and_then(|n| n.parse::<u64>().ok());
+            count.is_some_and(|n| n >= 1).then_some(text)
+        }
+    })
+    .await;
     assert!(
         text.contains("kaa_operator_reconcile_duration_seconds_count"),
         "{text}"
