@@ -115,10 +115,8 @@ async function listView(view) {
   const cols = () => columns.value.split(',').map((c) => c.trim()).filter(Boolean);
 
   function render() {
-    const needle = search.value.trim().toLowerCase();
-    const rows = page.content.filter(
-      (e) => !needle || [e.endpointId, ...Object.values(e.metadata ?? {})].some((v) => String(v).toLowerCase().includes(needle)),
-    );
+    const needle = search.value.trim();
+    const rows = page.content;
     table.replaceChildren(
       h('caption', {}, `Endpoints of ${version.value}`),
       h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Status'), h('th', { scope: 'col' }, 'Endpoint'),
@@ -132,7 +130,7 @@ async function listView(view) {
           h('td', {}, when(md.connectivity_ts)));
       })),
     );
-    if (rows.length === 0) table.append(h('tbody', {}, h('tr', {}, h('td', { colspan: cols().length + 3, class: 'muted' }, needle ? 'No endpoint on this page matches.' : 'No endpoints yet: register one.'))));
+    if (rows.length === 0) table.append(h('tbody', {}, h('tr', {}, h('td', { colspan: cols().length + 3, class: 'muted' }, needle ? 'No endpoint matches.' : 'No endpoints yet: register one.'))));
     const total = page.totalElements;
     const last = Math.min(offset + PAGE_SIZE, total);
     pager.replaceChildren(
@@ -145,7 +143,10 @@ async function listView(view) {
   }
 
   async function refresh() {
-    const path = `/epr/api/v1/endpoints?${query({ applicationVersionName: version.value, offset, limit: PAGE_SIZE, include: 'metadata' })}`;
+    // EPR searches every endpoint of the version (id and metadata), not just this page.
+    const params = { applicationVersionName: version.value, offset, limit: PAGE_SIZE, include: 'metadata' };
+    if (search.value.trim()) params.search = search.value.trim();
+    const path = `/epr/api/v1/endpoints?${query(params)}`;
     const { data } = await call('GET', path);
     // Redraw only when something changed: polling stays cheap for the page and the reader.
     const text = JSON.stringify(data);
@@ -170,14 +171,19 @@ async function listView(view) {
     prefs.set('columns', cols().join(','));
     if (page) render();
   });
-  search.addEventListener('input', () => page && render());
+  // Searching starts from the first page, once typing pauses.
+  let typing;
+  search.addEventListener('input', () => {
+    clearTimeout(typing);
+    typing = setTimeout(() => { offset = 0; move(0); }, 250);
+  });
 
   view.append(
     h('h1', {}, 'Endpoints'),
     h('form', { class: 'controls', onsubmit: (e) => e.preventDefault() },
       field('Application version', version),
       field('Metadata columns', columns, 'comma-separated keys'),
-      field('Filter this page', search)),
+      field('Search', search)),
     keys,
     h('div', { class: 'scroll' }, table),
     pager,

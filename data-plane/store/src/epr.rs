@@ -81,6 +81,9 @@ pub struct MetadataUpdate {
 pub struct ListFilter {
     /// Only endpoints of these application versions; `None` = any (an empty list matches nothing).
     pub app_versions: Option<Vec<String>>,
+    /// Only endpoints whose id or metadata (keys and values, as JSON text) contain this text,
+    /// ignoring ASCII case.
+    pub search: Option<String>,
     pub offset: u64,
     pub limit: u64,
 }
@@ -96,6 +99,20 @@ pub struct EndpointPage {
 /// Whether `key` is a valid metadata key (10/EPMP: `^[a-zA-Z0-9_]+$`).
 pub fn is_valid_metadata_key(key: &str) -> bool {
     !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// `%text%` in lower case, with LIKE's wildcards and the escape character escaped.
+fn like_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
 }
 
 fn check_keys(body: &Map<String, Value>) -> Result<(), EprError> {
@@ -158,22 +175,32 @@ impl Store {
                 total: 0,
             });
         }
+        let pattern = filter.search.as_deref().map(like_pattern);
         let push_where = |qb: &mut SqlBuilder| {
+            qb.push(" FROM epr_endpoints e JOIN epr_metadata m ON m.endpoint_id = e.id WHERE 1 = 1");
             if let Some(versions) = &filter.app_versions {
-                qb.push(" WHERE app_version IN (")
+                qb.push(" AND e.app_version IN (")
                     .push_binds(versions.iter().map(String::as_str))
                     .push(")");
             }
+            if let Some(pattern) = &pattern {
+                // LOWER + LIKE with an explicit escape: the same meaning on SQLite and PostgreSQL.
+                qb.push(" AND (LOWER(e.id) LIKE ")
+                    .push_bind(pattern.as_str())
+                    .push(" ESCAPE '\\' OR LOWER(m.body) LIKE ")
+                    .push_bind(pattern.as_str())
+                    .push(" ESCAPE '\\')");
+            }
         };
 
-        let mut count = SqlBuilder::new("SELECT COUNT(*) FROM epr_endpoints");
+        let mut count = SqlBuilder::new("SELECT COUNT(*)");
         push_where(&mut count);
         let total: i64 = count.build_scalar()?.fetch_one(&self.pool).await?;
 
-        let mut select = SqlBuilder::new("SELECT id, app_version, created_at FROM epr_endpoints");
+        let mut select = SqlBuilder::new("SELECT e.id, e.app_version, e.created_at");
         push_where(&mut select);
         select
-            .push(" ORDER BY created_at, id LIMIT ")
+            .push(" ORDER BY e.created_at, e.id LIMIT ")
             .push_bind(clamp_i64(filter.limit))
             .push(" OFFSET ")
             .push_bind(clamp_i64(filter.offset));

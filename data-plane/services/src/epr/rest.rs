@@ -141,6 +141,8 @@ struct ListQuery {
     offset: Option<u64>,
     limit: Option<u64>,
     include: Option<String>,
+    /// Text the endpoint id or metadata must contain (ASCII case ignored); a kaa-rs addition.
+    search: Option<String>,
     /// Sent by Kaa's REST client on every call; kaa-rs is single-tenant, so it is accepted and ignored.
     #[serde(rename = "tenantId")]
     _tenant_id: Option<String>,
@@ -257,6 +259,7 @@ async fn list(
         .store()
         .list_endpoints(&ListFilter {
             app_versions,
+            search: q.search.filter(|s| !s.trim().is_empty()),
             offset,
             limit,
         })

@@ -637,3 +637,28 @@ async fn applications_lists_the_configured_versions() {
     let ours = apps.iter().find(|a| a["name"] == APP).unwrap();
     assert_eq!(ours["versions"], json!([APP_V1, APP_V2]));
 }
+
+#[tokio::test]
+async fn list_searches_ids_and_metadata() {
+    let app = app().await;
+    let body = json!({"appVersion": {"name": APP_V1}, "metadata": {"meterDescription": "Kitchen meter"}});
+    let kitchen = json(&app, "POST", "/epr/api/v1/endpoints", &body).await;
+    assert_eq!(kitchen.status, StatusCode::CREATED, "{:?}", kitchen.body);
+    register(&app, APP_V1, None).await;
+    let found = call(
+        &app,
+        "GET",
+        "/epr/api/v1/endpoints?search=KITCHEN&include=metadata",
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(found.status, StatusCode::OK, "{:?}", found.body);
+    assert_eq!(found.body["totalElements"], 1);
+    assert_eq!(found.body["content"][0]["endpointId"], kitchen.body["endpointId"]);
+    let blank = call(&app, "GET", "/epr/api/v1/endpoints?search=%20", None, &[]).await;
+    assert_eq!(
+        blank.body["totalElements"], 2,
+        "a blank search matches everything"
+    );
+}

@@ -132,6 +132,7 @@ async fn list_filters_by_app_version_and_pages() {
             app_versions: Some(versions.iter().map(|s| s.to_string()).collect()),
             offset,
             limit,
+            ..Default::default()
         };
         let page = store.list_endpoints(&filter(&["v1"], 0, 2)).await.unwrap();
         assert_eq!(page.total, 5);
@@ -359,4 +360,61 @@ fn key_pattern() {
     for bad in ["", "a-b", "a b", "ключ", "a.b", "a/b", "~"] {
         assert!(!is_valid_metadata_key(bad), "{bad}");
     }
+}
+
+#[tokio::test]
+async fn search_matches_ids_and_metadata_ignoring_case_and_wildcards() {
+    on_both(|store| async move {
+        let kitchen = store
+            .register(NewEndpoint {
+                app_version: "v1".into(),
+                metadata: Some(obj(json!({"meterDescription": "Kitchen Meter", "model": "A300"}))),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let percent = store
+            .register(NewEndpoint {
+                app_version: "v1".into(),
+                metadata: Some(obj(json!({"note": "100% charged"}))),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        register(&store, "v2").await;
+        let search = |text: &str, versions: Option<Vec<String>>| ListFilter {
+            app_versions: versions,
+            search: Some(text.to_owned()),
+            limit: 100,
+            ..Default::default()
+        };
+        let ids = |page: EndpointPage| page.items.into_iter().map(|e| e.id).collect::<Vec<_>>();
+        let page = store
+            .list_endpoints(&search("kitchen meter", None))
+            .await
+            .unwrap();
+        assert_eq!(page.total, 1);
+        assert_eq!(ids(page), std::slice::from_ref(&kitchen.id));
+        let by_id = &kitchen.id[..8];
+        assert_eq!(
+            ids(store
+                .list_endpoints(&search(&by_id.to_uppercase(), None))
+                .await
+                .unwrap()),
+            std::slice::from_ref(&kitchen.id)
+        );
+        // `%` and `_` are text, not wildcards.
+        assert_eq!(
+            ids(store.list_endpoints(&search("100%", None)).await.unwrap()),
+            std::slice::from_ref(&percent.id)
+        );
+        assert_eq!(store.list_endpoints(&search("a_3", None)).await.unwrap().total, 0);
+        // With the version filter too.
+        let none = store
+            .list_endpoints(&search("kitchen", Some(vec!["v2".into()])))
+            .await
+            .unwrap();
+        assert_eq!(none.total, 0);
+    })
+    .await;
 }
