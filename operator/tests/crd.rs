@@ -5,6 +5,7 @@
 use kaa_operator::crd::crd_yaml;
 
 const CHECKED_IN: &str = include_str!("../../crds/blueprint.yaml");
+const IN_THE_CHART: &str = include_str!("../../charts/kaa-operator/crds/blueprint.yaml");
 
 #[test]
 fn the_checked_in_crd_matches_the_code() {
@@ -12,6 +13,14 @@ fn the_checked_in_crd_matches_the_code() {
     assert!(
         generated == CHECKED_IN,
         "crds/blueprint.yaml is stale: run `cargo run -p kaa-operator -- crd > crds/blueprint.yaml`"
+    );
+}
+
+#[test]
+fn the_helm_chart_ships_the_checked_in_crd() {
+    assert!(
+        IN_THE_CHART == CHECKED_IN,
+        "charts/kaa-operator/crds/blueprint.yaml differs from crds/blueprint.yaml: run `make generate`"
     );
 }
 
