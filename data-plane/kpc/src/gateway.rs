@@ -22,13 +22,15 @@
 //! events: a one-request HTTP session is not a connection, and announcing it would flap the
 //! endpoint's connectivity (and, on other replicas, end the device's MQTT sessions as roamed).
 //!
-//! This file holds the sessions and the request path (steps 1 to 3); `replies` routes
+//! This file holds the sessions and the request path (steps 1 and 3); `identify` resolves tokens
+//! and announces endpoints (step 2); `replies` routes
 //! ExtensionData back and expires unanswered requests (step 4); `revocation` applies 16/ECAP
 //! revocations; `roaming` drops endpoints that reconnected through another replica; `drain`
 //! winds the replica down for a graceful shutdown; `limits` counts connections, requests and
 //! tokens against the configured limits.
 
 mod drain;
+mod identify;
 mod limits;
 mod replies;
 mod request;
@@ -37,7 +39,7 @@ mod roaming;
 
 pub use request::{Answer, BasicCredentials, Caller};
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -48,7 +50,6 @@ use kaa_blueprint::config::KpcConfig;
 use kaa_bus::Bus;
 use kaa_bus::metrics::Metrics;
 use kaa_protocol::avro::AvroRecord;
-use kaa_protocol::elce::{ConnectedEvent, DisconnectedEvent};
 use kaa_protocol::error::KpError;
 use kaa_protocol::esp::ClientData;
 use kaa_protocol::topic::RequestTopic;
@@ -60,8 +61,8 @@ use tokio_util::sync::CancellationToken;
 pub use self::limits::{Limit, Slot};
 use self::limits::{Limits, SessionLimits};
 use crate::auth::{Authenticator, ClientIdentity};
-use crate::metrics::{AuthFailure, ExtensionMetrics, KpcMetrics, ReplyKind};
-use crate::tokens::{Identified, TokenError, TokenResolver};
+use crate::metrics::{ExtensionMetrics, KpcMetrics, ReplyKind};
+use crate::tokens::{Identified, TokenResolver};
 
 /// Identifies one client connection within this replica.
 pub type SessionId = u64;
@@ -435,124 +436,6 @@ impl Gateway {
             ));
         }
         Ok(())
-    }
-
-    /// Resolves a token for a session: from the session's cache, else through 16/ECAP (with the
-    /// replica-wide cache in front).
-    async fn identify(
-        &self,
-        session: SessionId,
-        app: &str,
-        app_version: &str,
-        token: &str,
-    ) -> Result<Identified, KpError> {
-        if let Some(known) = self
-            .state()
-            .sessions
-            .get(&session)
-            .and_then(|s| s.tokens.get(token))
-            .filter(|known| known.application == app)
-        {
-            return Ok(Identified {
-                app_version: app_version.to_owned(),
-                ..known.clone()
-            });
-        }
-        self.check_token_room(session, token)?;
-        // A revocation while the answer was in flight may have missed it: ask again, a few times,
-        // and in the end use the answer without keeping it.
-        let mut attempts = 0;
-        let (identified, generation) = loop {
-            attempts += 1;
-            let generation = self.tokens.generation();
-            let identified = self
-                .tokens
-                .resolve(app, app_version, token)
-                .await
-                .map_err(|e| match e {
-                    TokenError::Unknown => {
-                        self.metrics.auth_failure(AuthFailure::UnknownToken);
-                        KpError::new(401, "unknown or invalid endpoint token")
-                    }
-                    TokenError::Refused(reason) => {
-                        self.metrics.auth_failure(AuthFailure::TokenRefused);
-                        KpError::new(403, reason)
-                    }
-                    TokenError::Unavailable(why) => {
-                        self.metrics.auth_failure(AuthFailure::TokenUnavailable);
-                        tracing::warn!(%why, "endpoint token validation failed");
-                        KpError::new(
-                            503,
-                            "the endpoint token could not be validated now; try again later",
-                        )
-                    }
-                })?;
-            if self.tokens.generation() == generation || attempts >= 3 {
-                break (identified, generation);
-            }
-        };
-        let newly_connected = {
-            let mut state = self.state();
-            if self.tokens.generation() != generation {
-                return Ok(identified);
-            }
-            let Some(s) = state.sessions.get_mut(&session) else {
-                return Err(KpError::new(410, "the session ended"));
-            };
-            s.tokens.insert(token.to_owned(), identified.clone());
-            let new = s
-                .endpoint_tokens
-                .insert(identified.endpoint_id.clone(), token.to_owned())
-                .is_none();
-            let announce = (new && s.pushes).then(now_millis);
-            if let Some(at) = announce {
-                s.announced.insert(identified.endpoint_id.clone(), at);
-                state
-                    .endpoints
-                    .entry(identified.endpoint_id.clone())
-                    .or_default()
-                    .push(session);
-            }
-            announce
-        };
-        if let Some(timestamp) = newly_connected {
-            let endpoints = [(identified.endpoint_id.clone(), identified.app_version.clone())].into();
-            let event = ConnectedEvent {
-                correlation_id: format!("{}-c{session}", self.replica_id),
-                timestamp,
-                timeout: 0,
-                endpoints,
-                originator_replica_id: self.replica_id.clone(),
-            };
-            self.emit(subject::elce_connected(&self.config.instance), event.to_avro())
-                .await;
-        }
-        Ok(identified)
-    }
-
-    async fn announce_disconnected(&self, endpoints: BTreeMap<String, String>) {
-        if endpoints.is_empty() {
-            return;
-        }
-        let event = DisconnectedEvent {
-            correlation_id: format!(
-                "{}-d{}",
-                self.replica_id,
-                self.next_id.fetch_add(1, Ordering::Relaxed)
-            ),
-            timestamp: now_millis(),
-            timeout: 0,
-            endpoints,
-            originator_replica_id: self.replica_id.clone(),
-        };
-        self.emit(subject::elce_disconnected(&self.config.instance), event.to_avro())
-            .await;
-    }
-
-    async fn emit(&self, subject: String, payload: Vec<u8>) {
-        if let Err(e) = self.bus.publish(&subject, Bytes::from(payload)).await {
-            tracing::warn!(error = %e, subject, "could not publish a connectivity event");
-        }
     }
 
     /// Queues a message for a session's client; whether it was queued.

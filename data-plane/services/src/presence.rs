@@ -235,6 +235,58 @@ impl Presence {
     }
 }
 
+/// Runs an extension that pushes to devices (CMX, CEX) until `shutdown`: its 4/ESP ClientData,
+/// each answered by `on_request` (with the replica subject the request came from), and the
+/// connectivity events, each endpoint that comes online handed to `on_connect`. Returns early
+/// only if a subscription cannot be made.
+#[allow(clippy::too_many_arguments)] // one extension's wiring, passed straight through
+pub(crate) async fn serve_extension<R, RFut, C, CFut>(
+    kind: &str,
+    instance: &str,
+    presence: &Presence,
+    kpc_instances: &[String],
+    max_in_flight: usize,
+    shutdown: &CancellationToken,
+    on_request: R,
+    on_connect: C,
+) -> Result<(), crate::ServeError>
+where
+    R: Fn(Option<String>, kaa_protocol::esp::ClientData) -> RFut,
+    RFut: Future<Output = ExtensionData> + Send + 'static,
+    C: Fn(Connected) -> CFut,
+    CFut: Future<Output = ()> + Send + 'static,
+{
+    let subscribe_error = |(subject, source)| crate::ServeError::Subscribe { subject, source };
+    let requests = worker::subscribe(
+        &presence.bus,
+        subject::esp_client_data(instance),
+        instance,
+        |s, e| subscribe_error((s, e)),
+    )
+    .await?;
+    let events = presence.subscribe(kpc_instances).await.map_err(subscribe_error)?;
+    tracing::info!(%instance, gateways = ?kpc_instances, "{kind} ready");
+    let (requests_name, events_name) = (format!("{kind}.esp.ClientData"), format!("{kind}.elce"));
+    let devices = crate::extension::serve_client_data(
+        &requests_name,
+        &presence.bus,
+        requests,
+        max_in_flight,
+        shutdown,
+        |msg, data| on_request(msg.reply_to, data),
+    );
+    let connects = follow(
+        &events_name,
+        presence,
+        events,
+        max_in_flight,
+        shutdown,
+        on_connect,
+    );
+    tokio::join!(devices, connects);
+    Ok(())
+}
+
 /// Applies every connectivity event of `events` (in order, in this loop) and runs `on_connect`
 /// for each endpoint that came online (concurrently, at most `max_in_flight`), until `shutdown`.
 pub(crate) async fn follow<H, Fut>(

@@ -27,9 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     epmx::epr_client::EprClient,
-    extension,
     presence::{self, Presence},
-    worker,
 };
 
 pub mod device;
@@ -76,7 +74,6 @@ pub fn is_valid_command_type(command_type: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct CexState {
     store: Store,
-    bus: Bus,
     config: Arc<Config>,
     presence: Presence,
     epr: EprClient,
@@ -95,7 +92,6 @@ impl CexState {
         Ok(CexState {
             store,
             presence: Presence::new(bus.clone(), &config.instance),
-            bus,
             config: Arc::new(config),
             epr,
             results: Arc::new(watch::channel(0).0),
@@ -181,40 +177,21 @@ fn commands_json(commands: &[Command]) -> Value {
 /// Returns early only if a subscription cannot be made.
 pub async fn serve(state: CexState, shutdown: CancellationToken) -> Result<(), ServeError> {
     let config = state.config.clone();
-    let subscribe_error = |(subject, source)| ServeError::Subscribe { subject, source };
-    let subject = subject::esp_client_data(&config.instance);
-    let requests = worker::subscribe(&state.bus, subject, &config.instance, |s, e| {
-        subscribe_error((s, e))
-    })
-    .await?;
-    let events = state
-        .presence
-        .subscribe(&config.kpc_instances)
-        .await
-        .map_err(subscribe_error)?;
-    tracing::info!(instance = %config.instance, gateways = ?config.kpc_instances, "CEX ready");
-    let devices = extension::serve_client_data(
-        "cex.esp.ClientData",
-        &state.bus,
-        requests,
-        config.max_in_flight,
-        &shutdown,
-        |msg, data| {
-            let state = state.clone();
-            async move { device::handle(&state, msg.reply_to.as_deref(), data).await }
-        },
-    );
-    let connects = presence::follow(
-        "cex.elce",
+    presence::serve_extension(
+        "cex",
+        &config.instance,
         &state.presence,
-        events,
+        &config.kpc_instances,
         config.max_in_flight,
         &shutdown,
+        |reply_to, data| {
+            let state = state.clone();
+            async move { device::handle(&state, reply_to.as_deref(), data).await }
+        },
         |connected| {
             let state = state.clone();
             async move { state.on_connect(&connected.endpoint_id).await }
         },
-    );
-    tokio::join!(devices, connects);
-    Ok(())
+    )
+    .await
 }

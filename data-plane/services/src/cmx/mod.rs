@@ -23,11 +23,7 @@ use kaa_store::{Store, cmx::ConfigDoc};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    extension,
-    presence::{self, Presence},
-    worker,
-};
+use crate::presence::{self, Presence};
 
 pub mod device;
 pub mod rest;
@@ -61,7 +57,6 @@ pub fn validate(config: &Config) -> Result<(), ServeError> {
 #[derive(Debug, Clone)]
 pub struct CmxState {
     store: Store,
-    bus: Bus,
     config: Arc<Config>,
     presence: Presence,
 }
@@ -72,7 +67,6 @@ impl CmxState {
         Ok(CmxState {
             store,
             presence: Presence::new(bus.clone(), &config.instance),
-            bus,
             config: Arc::new(config),
         })
     }
@@ -141,40 +135,21 @@ fn config_json(doc: &ConfigDoc) -> Vec<u8> {
 /// Returns early only if a subscription cannot be made.
 pub async fn serve(state: CmxState, shutdown: CancellationToken) -> Result<(), ServeError> {
     let config = state.config.clone();
-    let subscribe_error = |(subject, source)| ServeError::Subscribe { subject, source };
-    let subject = subject::esp_client_data(&config.instance);
-    let requests = worker::subscribe(&state.bus, subject, &config.instance, |s, e| {
-        subscribe_error((s, e))
-    })
-    .await?;
-    let events = state
-        .presence
-        .subscribe(&config.kpc_instances)
-        .await
-        .map_err(subscribe_error)?;
-    tracing::info!(instance = %config.instance, name = %config.config_name, "CMX ready");
-    let devices = extension::serve_client_data(
-        "cmx.esp.ClientData",
-        &state.bus,
-        requests,
-        config.max_in_flight,
-        &shutdown,
-        |msg, data| {
-            let state = state.clone();
-            async move { device::handle(&state, msg.reply_to.as_deref(), data).await }
-        },
-    );
-    let connects = presence::follow(
-        "cmx.elce",
+    presence::serve_extension(
+        "cmx",
+        &config.instance,
         &state.presence,
-        events,
+        &config.kpc_instances,
         config.max_in_flight,
         &shutdown,
+        |reply_to, data| {
+            let state = state.clone();
+            async move { device::handle(&state, reply_to.as_deref(), data).await }
+        },
         |connected| {
             let state = state.clone();
             async move { state.offer(&connected.endpoint_id).await }
         },
-    );
-    tokio::join!(devices, connects);
-    Ok(())
+    )
+    .await
 }
