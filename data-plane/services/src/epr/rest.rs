@@ -54,6 +54,10 @@ use crate::{
 };
 
 /// Path prefix of every EPR route.
+mod metadata;
+
+use metadata::*;
+
 pub const PREFIX: &str = "/epr/api/v1";
 /// Page size when the caller gives no `limit`.
 const DEFAULT_LIMIT: u64 = 100;
@@ -154,13 +158,6 @@ struct EndpointQuery {
     include: Option<String>,
     #[serde(rename = "tenantId")]
     _tenant_id: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MetadataQuery {
-    /// Comma-separated keys to return; absent = all.
-    include: Option<String>,
 }
 
 async fn register(
@@ -432,95 +429,6 @@ async fn publish_lifecycle(state: &EprState, subject: String, event: impl AvroRe
     }
 }
 
-async fn get_metadata(
-    State(state): State<EprState>,
-    Path(id): Path<String>,
-    query: Result<Query<MetadataQuery>, QueryRejection>,
-) -> Result<Response, AppError> {
-    let Query(q) = query.map_err(|e| AppError::BadRequest(e.body_text()))?;
-    let mut md = state.store().metadata(&id).await?;
-    if let Some(include) = q.include {
-        let wanted: Vec<&str> = include
-            .split(',')
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .collect();
-        md.body.retain(|k, _| wanted.contains(&k.as_str()));
-    }
-    Ok(metadata_response(md))
-}
-
-async fn put_metadata(
-    State(state): State<EprState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, AppError> {
-    let expected = if_match(&headers)?;
-    let body: Map<String, Value> = parse_json(&headers, &body, Media::Json)?;
-    let update = state.store().replace_metadata(&id, body, expected).await?;
-    Ok(metadata_response(update.current))
-}
-
-async fn patch_metadata(
-    State(state): State<EprState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, AppError> {
-    let expected = if_match(&headers)?;
-    let patch: json_patch::Patch = parse_json(&headers, &body, Media::JsonPatch)?;
-    let update = state.store().patch_metadata(&id, &patch, expected).await?;
-    Ok(metadata_response(update.current))
-}
-
-async fn get_metadata_key(
-    State(state): State<EprState>,
-    Path((id, key)): Path<(String, String)>,
-) -> Result<Response, AppError> {
-    check_key(&key)?;
-    let mut md = state.store().metadata(&id).await?;
-    let value = md
-        .body
-        .remove(&key)
-        .ok_or_else(|| AppError::NotFound(format!("metadata key {key} not found")))?;
-    Ok(value_response(value, md.version))
-}
-
-async fn put_metadata_key(
-    State(state): State<EprState>,
-    Path((id, key)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, AppError> {
-    check_key(&key)?;
-    let expected = if_match(&headers)?;
-    let value: Value = parse_json(&headers, &body, Media::Json)?;
-    let update = state
-        .store()
-        .set_metadata_key(&id, &key, value.clone(), expected)
-        .await?;
-    Ok(value_response(value, update.current.version))
-}
-
-async fn delete_metadata_key(
-    State(state): State<EprState>,
-    Path((id, key)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<Response, AppError> {
-    check_key(&key)?;
-    let expected = if_match(&headers)?;
-    let update = state.store().delete_metadata_key(&id, &key, expected).await?;
-    Ok((StatusCode::NO_CONTENT, [(ETAG, etag(update.current.version))]).into_response())
-}
-
-async fn metadata_keys(
-    State(state): State<EprState>,
-    Path(id): Path<String>,
-) -> Result<Json<Vec<String>>, AppError> {
-    Ok(Json(state.store().metadata_keys(&id).await?))
-}
-
 #[derive(Debug, Serialize)]
 struct ApplicationJson {
     name: String,
@@ -563,48 +471,6 @@ async fn endpoint_json(
     })
 }
 
-fn metadata_response(md: Metadata) -> Response {
-    (StatusCode::OK, [(ETAG, etag(md.version))], Json(md.body)).into_response()
-}
-
-fn value_response(value: Value, version: i64) -> Response {
-    (StatusCode::OK, [(ETAG, etag(version))], Json(value)).into_response()
-}
-
-/// Strong ETag of a metadata version: `"7"`.
-fn etag(version: i64) -> HeaderValue {
-    // A quoted decimal is always a valid header value.
-    HeaderValue::try_from(format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
-}
-
-/// The metadata version an `If-Match` header pins; `None` when absent or `*`.
-fn if_match(headers: &HeaderMap) -> Result<Option<i64>, AppError> {
-    let Some(raw) = headers.get(IF_MATCH) else {
-        return Ok(None);
-    };
-    let text = raw
-        .to_str()
-        .map_err(|_| AppError::BadRequest("If-Match is not a visible ASCII string".to_owned()))?
-        .trim();
-    if text == "*" {
-        return Ok(None);
-    }
-    if text.contains(',') {
-        return Err(AppError::BadRequest(
-            "If-Match with several ETags is not supported".to_owned(),
-        ));
-    }
-    // Weak comparison is fine for a version counter: W/"3" and "3" name the same state.
-    let tag = text.strip_prefix("W/").unwrap_or(text);
-    let tag = tag
-        .strip_prefix('"')
-        .and_then(|t| t.strip_suffix('"'))
-        .unwrap_or(tag);
-    tag.parse::<i64>().map(Some).map_err(|_| {
-        AppError::PreconditionFailed(format!("If-Match {text} does not match the metadata ETag"))
-    })
-}
-
 fn includes_metadata(include: Option<&str>) -> Result<bool, AppError> {
     let mut metadata = false;
     for part in include
@@ -625,15 +491,6 @@ fn includes_metadata(include: Option<&str>) -> Result<bool, AppError> {
     Ok(metadata)
 }
 
-fn check_key(key: &str) -> Result<(), AppError> {
-    match is_valid_metadata_key(key) {
-        true => Ok(()),
-        false => Err(AppError::BadRequest(format!(
-            "metadata key {key:?} does not match ^[a-zA-Z0-9_]+$"
-        ))),
-    }
-}
-
 fn known_versions(state: &EprState) -> String {
     let all: Vec<&str> = state
         .config()
@@ -644,35 +501,5 @@ fn known_versions(state: &EprState) -> String {
     match all.is_empty() {
         true => "none (add applications to the EPR config)".to_owned(),
         false => all.join(", "),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(*k, HeaderValue::from_static(v));
-        }
-        h
-    }
-
-    #[test]
-    fn if_match_forms() {
-        assert_eq!(if_match(&headers(&[])).unwrap(), None);
-        assert_eq!(if_match(&headers(&[("if-match", "*")])).unwrap(), None);
-        assert_eq!(if_match(&headers(&[("if-match", "\"3\"")])).unwrap(), Some(3));
-        assert_eq!(if_match(&headers(&[("if-match", "W/\"4\"")])).unwrap(), Some(4));
-        assert_eq!(if_match(&headers(&[("if-match", "5")])).unwrap(), Some(5));
-        assert!(matches!(
-            if_match(&headers(&[("if-match", "\"abc\"")])),
-            Err(AppError::PreconditionFailed(_))
-        ));
-        assert!(matches!(
-            if_match(&headers(&[("if-match", "\"1\", \"2\"")])),
-            Err(AppError::BadRequest(_))
-        ));
     }
 }
