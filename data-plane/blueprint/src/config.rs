@@ -9,6 +9,7 @@ use crate::ServiceKind;
 
 mod control;
 pub use control::*;
+mod version;
 
 /// The rendered configuration of one service instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

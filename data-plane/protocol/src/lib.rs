@@ -15,6 +15,7 @@
 //! | [`elce`] | endpoint `connected` / `disconnected` and `registered` / `unregistered` events | 9/ELCE |
 //! | [`ecap`] | endpoint token and client credential validation, token status transitions, revocation events | 16/ECAP |
 //! | [`epmmp`] | endpoint metadata get / patch / keys-get requests and responses | 19/EPMMP |
+//! | [`scmp`] | service configuration update announcements, replicas' applied-version reports | 17/SCMP |
 //! | [`subject`] | NATS subject builders | 3/ISM |
 //!
 //! `schemas/NNNN/` holds byte-identical copies of the RFC schema files; every record is
@@ -35,6 +36,7 @@ pub mod elce;
 pub mod epmmp;
 pub mod error;
 pub mod esp;
+pub mod scmp;
 pub mod subject;
 pub mod topic;
 

@@ -139,6 +139,27 @@ pub fn epmmp_request(repository: &str, message_type: &str) -> String {
     service(repository, "epmmp", message_type)
 }
 
+/// 17/SCMP, to one instance: `kaa.v1.service.{instance}.scmp.configuration.{upsert|delete}`.
+pub fn scmp_service_configuration(instance: &str, update_type: &str) -> String {
+    join(&["service", instance, "scmp", "configuration", update_type])
+}
+
+/// 17/SCMP, to every service: `kaa.v1.events.{provider}.service.configuration.{upsert|delete}`.
+pub fn scmp_broadcast_configuration(provider: &str, update_type: &str) -> String {
+    event(provider, "service", "configuration", update_type)
+}
+
+/// A replica's applied-version report (kaa-rs): `kaa.v1.events.{instance}.service.config.applied`.
+/// The provider follows every instance with [`scmp_config_applied_any`].
+pub fn scmp_config_applied(instance: &str) -> String {
+    event(instance, "service", "config", "applied")
+}
+
+/// `kaa.v1.events.*.service.config.applied`
+pub fn scmp_config_applied_any() -> String {
+    scmp_config_applied("*")
+}
+
 /// Whether `s` can be used as one subject token: non-empty, and free of the separator
 /// `.`, the wildcards `*` and `>`, whitespace and control characters (NATS splits or
 /// rejects subjects containing them).

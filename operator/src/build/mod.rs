@@ -29,7 +29,7 @@ mod network;
 mod scaling;
 mod workload;
 
-pub use workload::{RESTART_HASH, restart_hash};
+pub use workload::RESTART_HASH;
 
 /// The management port of every pod: `/health`, `/metrics`, REST APIs.
 pub const HTTP_PORT: u16 = 9000;

@@ -22,7 +22,6 @@ use kaa_blueprint::{
     config::{CmStorage, ServiceConfig},
     spec::Quantities,
 };
-use sha2::{Digest, Sha256};
 
 use super::{ADMIN_TOKEN_KEY, Context, HTTP_PORT};
 use crate::validate::Planned;
@@ -48,31 +47,13 @@ pub(super) fn config_map(ctx: &Context, planned: &Planned) -> ConfigMap {
     }
 }
 
-/// The part of a config a running service cannot change without a restart: listeners (ports,
-/// TLS files, WebSocket paths) and where state lives.
-fn restart_relevant(config: &ServiceConfig) -> serde_json::Value {
-    match config {
-        ServiceConfig::Kpc(kpc) => serde_json::json!({
-            "mqtt": kpc.mqtt, "mqtts": kpc.mqtts, "ws": kpc.ws, "wss": kpc.wss, "https": kpc.https,
-        }),
-        ServiceConfig::Cm(cm) => serde_json::json!({ "storage": cm.storage }),
-        _ => serde_json::Value::Null,
-    }
-}
-
-/// A short, stable hash of [`restart_relevant`].
-pub fn restart_hash(config: &ServiceConfig) -> String {
-    let digest = Sha256::digest(restart_relevant(config).to_string().as_bytes());
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
-}
-
 pub(super) fn deployment(ctx: &Context, planned: &Planned) -> Deployment {
     let selector = ctx.selector(planned);
     let annotations = BTreeMap::from([
         ("prometheus.io/scrape".to_owned(), "true".to_owned()),
         ("prometheus.io/port".to_owned(), HTTP_PORT.to_string()),
         ("prometheus.io/path".to_owned(), "/metrics".to_owned()),
-        (RESTART_HASH.to_owned(), restart_hash(&planned.config)),
+        (RESTART_HASH.to_owned(), planned.config.restart_hash()),
     ]);
     let pod = PodSpec {
         containers: vec![container(ctx, planned)],

@@ -1,0 +1,100 @@
+//! Config versions: what a replica reports it runs (17/SCMP), and what only a restart applies.
+//!
+//! Both are content hashes, so the provider that renders a config and the replica that loads it
+//! from a file compute the same version without talking to each other.
+
+use sha2::{Digest, Sha256};
+
+use super::ServiceConfig;
+
+impl ServiceConfig {
+    /// The config's version: 12 hex digits of the SHA-256 of its JSON form (object keys sorted,
+    /// so equal configs have equal versions however they were written).
+    pub fn version(&self) -> String {
+        short_hash(&serde_json::to_value(self).unwrap_or_default(), 6)
+    }
+
+    /// The part of the config a running service cannot change without a restart: listeners
+    /// (ports, TLS files, WebSocket paths) and where state lives. Everything else applies live.
+    pub fn restart_relevant(&self) -> serde_json::Value {
+        match self {
+            ServiceConfig::Kpc(kpc) => serde_json::json!({
+                "mqtt": kpc.mqtt, "mqtts": kpc.mqtts, "ws": kpc.ws, "wss": kpc.wss, "https": kpc.https,
+            }),
+            ServiceConfig::Cm(cm) => serde_json::json!({ "storage": cm.storage }),
+            _ => serde_json::Value::Null,
+        }
+    }
+
+    /// A short, stable hash of [`ServiceConfig::restart_relevant`] (the operator puts it on the pod
+    /// template: a change rolls the pods).
+    pub fn restart_hash(&self) -> String {
+        short_hash(&self.restart_relevant(), 8)
+    }
+
+    /// Whether `next` can replace this config in a running service: same kind, same instance,
+    /// same restart-relevant part. `Err` says what differs.
+    pub fn live_change_to(&self, next: &ServiceConfig) -> Result<(), String> {
+        if self.kind() != next.kind() || self.instance() != next.instance() {
+            return Err(format!(
+                "the config is for `{}` ({}), this service is `{}` ({})",
+                next.instance(),
+                next.kind(),
+                self.instance(),
+                self.kind()
+            ));
+        }
+        if self.restart_relevant() != next.restart_relevant() {
+            return Err("listeners or storage changed: applied by a restart".to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// The first `bytes` bytes of the SHA-256 of `value`'s JSON text, in hex.
+fn short_hash(value: &serde_json::Value, bytes: usize) -> String {
+    // `serde_json::Value` keeps object keys sorted (no `preserve_order`), so the text is canonical.
+    let digest = Sha256::digest(value.to_string().as_bytes());
+    digest.iter().take(bytes).map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::ServiceConfig;
+
+    fn kpc() -> ServiceConfig {
+        let json =
+            serde_json::json!({"kind": "kpc", "instance": "kpc", "tokenProvider": "cm", "appVersions": {}});
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn equal_configs_have_equal_versions_and_a_change_changes_it() {
+        let a = kpc();
+        let text = serde_json::to_string(&a).unwrap();
+        let reloaded: ServiceConfig = serde_json::from_str(&text).unwrap();
+        assert_eq!(a.version(), reloaded.version());
+        assert_eq!(a.version().len(), 12);
+
+        let ServiceConfig::Kpc(mut changed) = kpc() else {
+            unreachable!()
+        };
+        changed.limits.max_connections += 1;
+        let changed = ServiceConfig::Kpc(changed);
+        assert_ne!(a.version(), changed.version());
+        assert_eq!(a.restart_hash(), changed.restart_hash(), "limits apply live");
+        assert_eq!(a.live_change_to(&changed), Ok(()));
+    }
+
+    #[test]
+    fn a_listener_change_needs_a_restart() {
+        let a = kpc();
+        let ServiceConfig::Kpc(mut moved) = kpc() else {
+            unreachable!()
+        };
+        moved.mqtt.listen = "0.0.0.0:1884".into();
+        let moved = ServiceConfig::Kpc(moved);
+        assert_ne!(a.restart_hash(), moved.restart_hash());
+        assert!(a.live_change_to(&moved).unwrap_err().contains("restart"));
+    }
+}
