@@ -26,17 +26,41 @@ fn screenshot_dir() -> PathBuf {
 
 #[tokio::test]
 async fn the_dashboard_registers_a_meter_shows_it_live_and_controls_it() {
+    let platform = Platform::up().await;
+    let report = drive_the_browser(&platform, &platform.http, "up").await;
+    check_what_the_page_did(&platform, &report).await;
+}
+
+/// The same walk through the dashboard in cluster mode: every service its own `kaa run`
+/// process on NATS, the browser talking to `kaa run web` only.
+#[tokio::test]
+async fn the_dashboard_works_through_the_web_service_in_cluster_mode() {
+    let platform = Platform::cluster_with(&quickstart_with_web(), 1).await;
+    let web = platform.service_http["web"].clone();
+    let report = drive_the_browser(&platform, &web, "cluster").await;
+    check_what_the_page_did(&platform, &report).await;
+}
+
+/// The quickstart plus a `web` instance.
+fn quickstart_with_web() -> String {
+    let quickstart =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../blueprints/quickstart.yaml"))
+            .unwrap();
+    format!("{quickstart}    - kind: web\n")
+}
+
+/// Runs e2e/browser/dashboard.mjs against the dashboard at `base`; its JSON report.
+async fn drive_the_browser(platform: &Platform, base: &str, mode: &str) -> Value {
     assert!(
         browser_dir().join("node_modules/playwright-core").exists(),
         "e2e/browser/node_modules is missing: run scripts/test-deps.sh (`make test` does)"
     );
-    let platform = Platform::up().await;
-    let shots = screenshot_dir();
+    let shots = screenshot_dir().join(mode);
     eprintln!("dashboard screenshots: {}", shots.display());
     let mut command = Command::new("node");
     command
         .arg(browser_dir().join("dashboard.mjs"))
-        .env("KAA_URL", &platform.http)
+        .env("KAA_URL", base)
         // In the environment, not the arguments: other users cannot read it from the process list.
         .env("KAA_ADMIN_TOKEN", &platform.admin_token)
         .env("KAA_MQTT_PORT", platform.mqtt_port.to_string())
@@ -54,9 +78,12 @@ async fn the_dashboard_registers_a_meter_shows_it_live_and_controls_it() {
     let report: Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or_default())
         .unwrap_or_else(|e| panic!("{e}: {stdout}"));
     assert_eq!(report["ok"], true, "{report}");
-    assert!(report["chartPoints"].as_u64().unwrap() >= 5, "{report}");
+    report
+}
 
-    // What the page showed is what the APIs hold.
+/// What the page showed is what the APIs hold.
+async fn check_what_the_page_did(platform: &Platform, report: &Value) {
+    assert!(report["chartPoints"].as_u64().unwrap() >= 5, "{report}");
     let id = report["endpointId"].as_str().unwrap();
     let (_, metadata) = platform
         .get(&format!("/epr/api/v1/endpoints/{id}/metadata"))
