@@ -3,7 +3,7 @@
 //! | Method | Path | Success |
 //! |---|---|---|
 //! | POST | `/endpoints` | 201 `{"endpointId","appVersion":{"name"},"endpointToken"?,"tokenId"?}` + `Location` |
-//! | GET | `/endpoints?applicationName&applicationVersionName&offset&limit&include=metadata` | 200 `{"content":[endpoint..],"offset","limit","totalElements"}` |
+//! | GET | `/endpoints?applicationName&applicationVersionName&offset&limit&include=metadata&search` | 200 `{"content":[endpoint..],"offset","limit","totalElements"}` + `ETag` (304 on `If-None-Match`) |
 //! | GET / DELETE | `/endpoints/{id}` (`?include=metadata` on GET) | 200 endpoint / 204 |
 //! | GET / PUT / PATCH | `/endpoints/{id}/metadata` (`?include=k1,k2` on GET) | 200 metadata object + `ETag` |
 //! | GET / PUT / DELETE | `/endpoints/{id}/metadata/{key}` | 200 value + `ETag` / 204 |
@@ -50,7 +50,7 @@ use serde_json::{Map, Value};
 use super::{AppError, EprState};
 use crate::{
     cm::Secret,
-    rest::{Media, parse_json},
+    rest::{Media, json_with_etag, parse_json},
 };
 
 /// Path prefix of every EPR route.
@@ -231,10 +231,13 @@ async fn register(
     Ok((StatusCode::CREATED, [(LOCATION, location)], Json(body)).into_response())
 }
 
+/// The page carries an `ETag`; with a matching `If-None-Match` the answer is 304 (a poller's
+/// cheap "nothing changed").
 async fn list(
     State(state): State<EprState>,
+    headers: HeaderMap,
     query: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<Page>, AppError> {
+) -> Result<Response, AppError> {
     let Query(q) = query.map_err(|e| AppError::BadRequest(e.body_text()))?;
     let with_metadata = includes_metadata(q.include.as_deref())?;
     let offset = q.offset.unwrap_or(0);
@@ -265,12 +268,13 @@ async fn list(
     for endpoint in page.items {
         content.push(endpoint_json(&state, endpoint, with_metadata).await?);
     }
-    Ok(Json(Page {
+    let page = Page {
         content,
         offset,
         limit,
         total_elements: page.total,
-    }))
+    };
+    json_with_etag(&headers, &page)
 }
 
 async fn get_endpoint(
