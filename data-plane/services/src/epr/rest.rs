@@ -264,10 +264,14 @@ async fn list(
             limit,
         })
         .await?;
-    let mut content = Vec::with_capacity(page.items.len());
-    for endpoint in page.items {
-        content.push(endpoint_json(&state, endpoint, with_metadata).await?);
-    }
+    let content = page
+        .items
+        .into_iter()
+        .map(|listed| {
+            let metadata = with_metadata.then_some(listed.metadata);
+            endpoint_json(&state, listed.endpoint, metadata)
+        })
+        .collect();
     let page = Page {
         content,
         offset,
@@ -285,7 +289,9 @@ async fn get_endpoint(
     let Query(q) = query.map_err(|e| AppError::BadRequest(e.body_text()))?;
     let with_metadata = includes_metadata(q.include.as_deref())?;
     let endpoint = state.store().endpoint(&id).await?;
-    Ok(Json(endpoint_json(&state, endpoint, with_metadata).await?))
+    Ok(Json(
+        endpoint_with_metadata(&state, endpoint, with_metadata).await?,
+    ))
 }
 
 async fn delete_endpoint(
@@ -348,7 +354,7 @@ async fn move_endpoint(
         .await;
     }
     let moved = state.store().endpoint(&id).await?;
-    Ok(Json(endpoint_json(&state, moved, false).await?))
+    Ok(Json(endpoint_json(&state, moved, None)))
 }
 
 /// Asks the credential service to store `token` for the new endpoint; returns its token id.
@@ -452,7 +458,8 @@ async fn applications(State(state): State<EprState>) -> Json<Vec<ApplicationJson
     )
 }
 
-async fn endpoint_json(
+/// An endpoint with its metadata read (`include=metadata`) or left out.
+async fn endpoint_with_metadata(
     state: &EprState,
     endpoint: Endpoint,
     with_metadata: bool,
@@ -461,7 +468,11 @@ async fn endpoint_json(
         true => Some(state.store().metadata(&endpoint.id).await?.body),
         false => None,
     };
-    Ok(EndpointJson {
+    Ok(endpoint_json(state, endpoint, metadata))
+}
+
+fn endpoint_json(state: &EprState, endpoint: Endpoint, metadata: Option<Map<String, Value>>) -> EndpointJson {
+    EndpointJson {
         application_name: state
             .config()
             .application_of(&endpoint.app_version)
@@ -472,7 +483,7 @@ async fn endpoint_json(
         },
         created_at: endpoint.created_at,
         metadata,
-    })
+    }
 }
 
 fn includes_metadata(include: Option<&str>) -> Result<bool, AppError> {
