@@ -43,6 +43,11 @@ fn quickstart() -> String {
         .unwrap()
 }
 
+/// The quickstart Blueprint plus a `web` instance: the dashboard in cluster mode.
+pub fn quickstart_with_web() -> String {
+    format!("{}    - kind: web\n", quickstart())
+}
+
 /// The `RUST_LOG` of the processes the harness starts.
 pub const DEFAULT_LOG_FILTER: &str = "info,kaa_kpc=debug";
 

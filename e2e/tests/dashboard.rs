@@ -1,15 +1,16 @@
 //! The dashboard in a real browser: headless Chromium (Debian's `chromium`) driven by
-//! playwright-core from e2e/browser/dashboard.mjs, against `kaa up`, with a paho-mqtt device
-//! (e2e/clients/dashboard_meter.py). `make test` installs both (scripts/test-deps.sh).
+//! playwright-core from e2e/browser/dashboard.mjs, against `kaa up` and against `kaa run web` in
+//! cluster mode, with a paho-mqtt device (e2e/clients/dashboard_meter.py). `make test` installs
+//! both (scripts/test-deps.sh).
 //!
-//! The screenshots stay as artefacts in `<target dir>/dashboard-screenshots/` (printed).
+//! The screenshots stay as artefacts in `<target dir>/dashboard-screenshots/{up,cluster}/` (printed).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)] // test code
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use kaa_e2e::Platform;
+use kaa_e2e::{Platform, quickstart_with_web};
 use serde_json::Value;
 
 fn browser_dir() -> PathBuf {
@@ -39,14 +40,6 @@ async fn the_dashboard_works_through_the_web_service_in_cluster_mode() {
     let web = platform.service_http["web"].clone();
     let report = drive_the_browser(&platform, &web, "cluster").await;
     check_what_the_page_did(&platform, &report).await;
-}
-
-/// The quickstart plus a `web` instance.
-fn quickstart_with_web() -> String {
-    let quickstart =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../blueprints/quickstart.yaml"))
-            .unwrap();
-    format!("{quickstart}    - kind: web\n")
 }
 
 /// Runs e2e/browser/dashboard.mjs against the dashboard at `base`; its JSON report.

@@ -4,20 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
-use std::path::Path;
-
-use kaa_e2e::Platform;
+use kaa_e2e::{Platform, quickstart_with_web};
 use reqwest::{Client, Method, StatusCode, header};
 use serde_json::{Value, json};
 
 const VERSION: &str = "demo_application_v1";
-
-fn quickstart_with_web() -> String {
-    let quickstart =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../blueprints/quickstart.yaml"))
-            .unwrap();
-    format!("{quickstart}    - kind: web\n")
-}
 
 /// The web service of a cluster, with the admin token.
 struct Web {

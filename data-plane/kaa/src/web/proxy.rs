@@ -123,7 +123,7 @@ fn parse(upstream: &WebUpstream) -> anyhow::Result<Upstream> {
 impl Proxy {
     /// The instance owning `uri`: the one serving its prefix (for `/ecr`, the one serving the
     /// configuration named by `?name=`, `default` when none is).
-    fn upstream_for(&self, uri: &Uri) -> Result<&Upstream, Response> {
+    fn upstream_for(&self, uri: &Uri) -> Result<&Upstream, (StatusCode, String)> {
         let path = uri.path();
         let owns = |u: &&Upstream| {
             u.prefixes.iter().any(|p| {
@@ -145,12 +145,12 @@ impl Proxy {
                         .iter()
                         .filter_map(|u| u.config_name.as_deref())
                         .collect();
-                    error(
+                    (
                         StatusCode::NOT_FOUND,
                         format!("no configuration named {wanted:?}; served: {}", served.join(", ")),
                     )
                 }),
-            None => Err(error(StatusCode::NOT_FOUND, format!("no service serves {path}"))),
+            None => Err((StatusCode::NOT_FOUND, format!("no service serves {path}"))),
         }
     }
 }
@@ -164,7 +164,7 @@ fn query_value(uri: &Uri, key: &str) -> Option<String> {
 async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
     let upstream = match proxy.upstream_for(request.uri()) {
         Ok(u) => u,
-        Err(response) => return response,
+        Err((status, message)) => return error(status, message),
     };
     let (mut parts, body) = request.into_parts();
     let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
@@ -255,7 +255,7 @@ mod tests {
         proxy
             .upstream_for(&uri.parse().unwrap())
             .map(|u| u.instance.clone())
-            .map_err(|r| r.status())
+            .map_err(|(status, _)| status)
     }
 
     #[test]
