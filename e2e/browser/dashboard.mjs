@@ -56,6 +56,11 @@ const page = await browser.newPage({ viewport: { width: 1200, height: 800 } });
 const logged = [];
 page.on('console', (m) => logged.push(m.text()));
 page.on('request', (r) => logged.push(r.url()));
+// The list's polls: 304 while nothing changed (If-None-Match), 200 when something did.
+const listAnswers = [];
+page.on('response', (r) => {
+  if (new URL(r.url()).pathname === '/epr/api/v1/endpoints' && r.request().method() === 'GET') listAnswers.push(r.status());
+});
 let device;
 
 try {
@@ -94,6 +99,9 @@ try {
   await page.evaluate(() => {
     window.notReloaded = true;
   });
+  // Nothing changes while the meter is away: the polls are answered 304, without a body.
+  await until('a poll answered 304 Not Modified', async () => listAnswers.slice(-1)[0] === 304);
+  const quiet = listAnswers.length;
 
   // 4. The device connects, reports metadata and telemetry: online, with its metadata, live.
   device = spawn('python3', [join(here, '../clients/dashboard_meter.py'), '--port', mqttPort,
@@ -106,6 +114,8 @@ try {
   });
   if ((await text(page, `${row} td[data-key="mac"]`)) !== '00-14-22-01-23-45') throw new Error('mac column');
   if (!(await page.evaluate(() => window.notReloaded))) throw new Error('the page reloaded');
+  if (!listAnswers.slice(quiet).includes(200)) throw new Error(`the change came without a 200: ${listAnswers}`);
+  report.listPolls = { notModified: listAnswers.filter((s) => s === 304).length, changed: listAnswers.filter((s) => s === 200).length };
   // The README's picture (docs/dashboard.png): the tutorial's meter, online, in the list.
   await page.screenshot({ path: join(shots, '3-list-online.png'), clip: { x: 0, y: 0, width: 1200, height: 380 } });
 

@@ -43,6 +43,11 @@ fn quickstart() -> String {
         .unwrap()
 }
 
+/// The quickstart Blueprint plus a `web` instance: the dashboard in cluster mode.
+pub fn quickstart_with_web() -> String {
+    format!("{}    - kind: web\n", quickstart())
+}
+
 /// The `RUST_LOG` of the processes the harness starts.
 pub const DEFAULT_LOG_FILTER: &str = "info,kaa_kpc=debug";
 
@@ -153,7 +158,8 @@ pub struct Platform {
     pub http: String,
     /// The HTTP base of the credential service's REST API (`http` under `kaa up`).
     pub cm_http: String,
-    /// Cluster mode: each service instance's HTTP base (empty under `kaa up`: all on `http`).
+    /// Cluster mode: each service instance's HTTP base (empty under `kaa up`: all on `http`);
+    /// a `web` instance's is the dashboard's.
     pub service_http: BTreeMap<String, String>,
     pub processes: Vec<Process>,
     pub nats: Option<NatsServer>,
@@ -333,6 +339,8 @@ impl Platform {
         let rank = |kind: &str| match kind {
             "cm" => 0,
             "epr" => 1,
+            // The dashboard's proxy last: it is pointed at the processes started before it.
+            "web" => 3,
             _ => 2,
         };
         rendered.sort_by(|a, b| (rank(&a.0), &a.1).cmp(&(rank(&b.0), &b.1)));
@@ -363,6 +371,16 @@ impl Platform {
                 config = configs.join(format!("{replica}.json"));
                 std::fs::write(&config, kpc.to_string()).unwrap();
                 mqtt_ports.push(mqtt_port);
+            }
+            if kind == "web" {
+                // Each upstream where its process listens, as the operator points it at Services.
+                let mut web: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+                for upstream in web["upstreams"].as_array_mut().unwrap() {
+                    let instance = upstream["instance"].as_str().unwrap();
+                    upstream["url"] = json!(service_http[instance]);
+                }
+                config = configs.join(format!("{instance}.local.json"));
+                std::fs::write(&config, web.to_string()).unwrap();
             }
             let mut args = vec![
                 "run",

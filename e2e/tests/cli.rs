@@ -158,7 +158,7 @@ fn run_lists_every_kind_and_stateful_kinds_need_a_database() {
     let help = kaa(&["run", "--help"]);
     assert!(
         String::from_utf8_lossy(&help.stdout)
-            .contains("[possible values: kpc, epr, epmx, cm, epl, dcx, epts, cmx, cex, bcx]"),
+            .contains("[possible values: kpc, epr, epmx, cm, epl, dcx, epts, cmx, cex, bcx, web]"),
         "{}",
         String::from_utf8_lossy(&help.stdout)
     );
@@ -166,7 +166,7 @@ fn run_lists_every_kind_and_stateful_kinds_need_a_database() {
     assert!(!unknown.status.success());
     assert!(
         String::from_utf8_lossy(&unknown.stderr)
-            .contains("[possible values: kpc, epr, epmx, cm, epl, dcx, epts, cmx, cex, bcx]")
+            .contains("[possible values: kpc, epr, epmx, cm, epl, dcx, epts, cmx, cex, bcx, web]")
     );
 
     let dir = tempfile::tempdir().unwrap();

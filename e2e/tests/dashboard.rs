@@ -1,15 +1,16 @@
 //! The dashboard in a real browser: headless Chromium (Debian's `chromium`) driven by
-//! playwright-core from e2e/browser/dashboard.mjs, against `kaa up`, with a paho-mqtt device
-//! (e2e/clients/dashboard_meter.py). `make test` installs both (scripts/test-deps.sh).
+//! playwright-core from e2e/browser/dashboard.mjs, against `kaa up` and against `kaa run web` in
+//! cluster mode, with a paho-mqtt device (e2e/clients/dashboard_meter.py). `make test` installs
+//! both (scripts/test-deps.sh).
 //!
-//! The screenshots stay as artefacts in `<target dir>/dashboard-screenshots/` (printed).
+//! The screenshots stay as artefacts in `<target dir>/dashboard-screenshots/{up,cluster}/` (printed).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)] // test code
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use kaa_e2e::Platform;
+use kaa_e2e::{Platform, quickstart_with_web};
 use serde_json::Value;
 
 fn browser_dir() -> PathBuf {
@@ -26,17 +27,33 @@ fn screenshot_dir() -> PathBuf {
 
 #[tokio::test]
 async fn the_dashboard_registers_a_meter_shows_it_live_and_controls_it() {
+    let platform = Platform::up().await;
+    let report = drive_the_browser(&platform, &platform.http, "up").await;
+    check_what_the_page_did(&platform, &report).await;
+}
+
+/// The same walk through the dashboard in cluster mode: every service its own `kaa run`
+/// process on NATS, the browser talking to `kaa run web` only.
+#[tokio::test]
+async fn the_dashboard_works_through_the_web_service_in_cluster_mode() {
+    let platform = Platform::cluster_with(&quickstart_with_web(), 1).await;
+    let web = platform.service_http["web"].clone();
+    let report = drive_the_browser(&platform, &web, "cluster").await;
+    check_what_the_page_did(&platform, &report).await;
+}
+
+/// Runs e2e/browser/dashboard.mjs against the dashboard at `base`; its JSON report.
+async fn drive_the_browser(platform: &Platform, base: &str, mode: &str) -> Value {
     assert!(
         browser_dir().join("node_modules/playwright-core").exists(),
         "e2e/browser/node_modules is missing: run scripts/test-deps.sh (`make test` does)"
     );
-    let platform = Platform::up().await;
-    let shots = screenshot_dir();
+    let shots = screenshot_dir().join(mode);
     eprintln!("dashboard screenshots: {}", shots.display());
     let mut command = Command::new("node");
     command
         .arg(browser_dir().join("dashboard.mjs"))
-        .env("KAA_URL", &platform.http)
+        .env("KAA_URL", base)
         // In the environment, not the arguments: other users cannot read it from the process list.
         .env("KAA_ADMIN_TOKEN", &platform.admin_token)
         .env("KAA_MQTT_PORT", platform.mqtt_port.to_string())
@@ -54,9 +71,12 @@ async fn the_dashboard_registers_a_meter_shows_it_live_and_controls_it() {
     let report: Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or_default())
         .unwrap_or_else(|e| panic!("{e}: {stdout}"));
     assert_eq!(report["ok"], true, "{report}");
-    assert!(report["chartPoints"].as_u64().unwrap() >= 5, "{report}");
+    report
+}
 
-    // What the page showed is what the APIs hold.
+/// What the page showed is what the APIs hold.
+async fn check_what_the_page_did(platform: &Platform, report: &Value) {
+    assert!(report["chartPoints"].as_u64().unwrap() >= 5, "{report}");
     let id = report["endpointId"].as_str().unwrap();
     let (_, metadata) = platform
         .get(&format!("/epr/api/v1/endpoints/{id}/metadata"))

@@ -146,7 +146,7 @@ async fn ready_follows_the_deployments() {
     .await;
     assert_eq!(
         blueprint(&server, "smart-energy")["status"]["servicesReady"],
-        "9/9"
+        "10/10"
     );
 }
 

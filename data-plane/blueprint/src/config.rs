@@ -10,6 +10,8 @@ use crate::ServiceKind;
 mod control;
 pub use control::*;
 mod version;
+mod web;
+pub use web::*;
 
 /// The rendered configuration of one service instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,6 +31,7 @@ pub enum ServiceConfig {
     Cmx(CmxConfig),
     Cex(CexConfig),
     Bcx(BcxConfig),
+    Web(WebConfig),
 }
 
 impl ServiceConfig {
@@ -44,6 +47,7 @@ impl ServiceConfig {
             ServiceConfig::Cmx(c) => &c.instance,
             ServiceConfig::Cex(c) => &c.instance,
             ServiceConfig::Bcx(c) => &c.instance,
+            ServiceConfig::Web(c) => &c.instance,
         }
     }
 
@@ -59,6 +63,7 @@ impl ServiceConfig {
             ServiceConfig::Cmx(_) => ServiceKind::Cmx,
             ServiceConfig::Cex(_) => ServiceKind::Cex,
             ServiceConfig::Bcx(_) => ServiceKind::Bcx,
+            ServiceConfig::Web(_) => ServiceKind::Web,
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::spec::{Blueprint, ServiceInstance, ServiceKind};
 use crate::validate::{Invalid, Problems};
 
 mod telemetry;
+mod web;
 
 /// One service instance, ready to run.
 #[derive(Debug, Clone, PartialEq)]
@@ -156,6 +157,8 @@ pub(crate) fn render_checked(blueprint: &Blueprint, p: &mut Problems) -> Vec<Ren
                     max_in_flight: s.max_in_flight,
                 })
             }),
+            ServiceKind::Web => settings::<WebSettings>(service, i, p)
+                .map(|s| ServiceConfig::Web(web::web(blueprint, instance, s, i, p))),
         };
         if let Some(ServiceConfig::Kpc(kpc)) = &config {
             for (key, why) in kpc.limits.problems() {

@@ -211,10 +211,13 @@ pub enum ServiceKind {
     Cex,
     /// The binary data upload extension (`/token` over 1/KP, uploads over REST).
     Bcx,
+    /// The web dashboard in a cluster, in front of the other instances' REST APIs (`kaa up`
+    /// serves the dashboard itself).
+    Web,
 }
 
 impl ServiceKind {
-    pub const ALL: [ServiceKind; 10] = [
+    pub const ALL: [ServiceKind; 11] = [
         ServiceKind::Kpc,
         ServiceKind::Epr,
         ServiceKind::Epmx,
@@ -225,6 +228,7 @@ impl ServiceKind {
         ServiceKind::Cmx,
         ServiceKind::Cex,
         ServiceKind::Bcx,
+        ServiceKind::Web,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -239,6 +243,7 @@ impl ServiceKind {
             ServiceKind::Cmx => "cmx",
             ServiceKind::Cex => "cex",
             ServiceKind::Bcx => "bcx",
+            ServiceKind::Web => "web",
         }
     }
 
@@ -256,7 +261,7 @@ impl ServiceKind {
     pub fn keeps_state(self) -> bool {
         !matches!(
             self,
-            ServiceKind::Kpc | ServiceKind::Epmx | ServiceKind::Epl | ServiceKind::Dcx
+            ServiceKind::Kpc | ServiceKind::Epmx | ServiceKind::Epl | ServiceKind::Dcx | ServiceKind::Web
         )
     }
 

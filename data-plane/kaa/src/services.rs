@@ -139,6 +139,13 @@ impl Platform {
                     platform.router = platform.router.merge(bcx::router(state.clone()));
                     platform.spawn_serving("BCX", bcx::serve(state, ctx.shutdown.clone()));
                 }
+                // The dashboard, in front of the other instances' REST APIs (`kaa run web`).
+                ServiceConfig::Web(config) => {
+                    platform.router = platform
+                        .router
+                        .merge(crate::web::router())
+                        .merge(crate::web::proxy::router(&config)?);
+                }
                 ServiceConfig::Kpc(c) => {
                     let replica = format!("{instance}-{}", ctx.replica);
                     let (plain_auth, https) = (c.mqtt.auth, c.https.clone());

@@ -8,8 +8,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use kaa_blueprint::Blueprint;
 use kaa_blueprint::config::{ClientAuthMode, ClientCertMode, ServiceConfig};
+use kaa_blueprint::{Blueprint, ServiceKind};
 use kaa_bus::Bus;
 use kaa_bus::metrics::Metrics;
 use kaa_store::Store;
@@ -56,9 +56,11 @@ pub async fn up(args: Args) -> anyhow::Result<()> {
         Some(path) => crate::render::load(path)?,
         None => Blueprint::quickstart(),
     };
+    // A `web` instance is for clusters: here every API and the dashboard share one listener.
     let mut configs: Vec<ServiceConfig> = kaa_blueprint::render(&blueprint)?
         .into_iter()
         .map(|r| r.config)
+        .filter(|c| c.kind() != ServiceKind::Web)
         .collect();
     let mut gateways = configs.iter_mut().filter_map(|c| match c {
         ServiceConfig::Kpc(kpc) => Some(kpc),
@@ -150,7 +152,7 @@ pub async fn up(args: Args) -> anyhow::Result<()> {
         bus,
         store: Some(store.clone()),
     };
-    // The dashboard rides on `kaa up`'s one HTTP port; in cluster mode it is not served (yet).
+    // The dashboard rides on `kaa up`'s one HTTP port (in a cluster: the `web` kind).
     let rest = platform.router().merge(crate::web::router());
     let app = crate::http::app(health, metrics, rest, Some(admin_token));
     let (http_addr, http) = crate::http::serve(&args.http_addr, app, context.shutdown.clone()).await?;

@@ -11,6 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use sha2::{Digest, Sha256};
 
+pub mod proxy;
+
 /// Path prefix of the dashboard's assets (the page itself is `/`).
 pub const ASSET_PREFIX: &str = "/ui/";
 

@@ -18,7 +18,7 @@ export class ApiError extends Error {
 }
 
 // Calls `path` (same origin). `body`: an object (sent as JSON) or a string (sent as is).
-// Resolves to {status, headers, data}; rejects with ApiError on a non-2xx answer.
+// Resolves to {status, headers, data}; rejects with ApiError on a non-2xx answer (but 304).
 export async function call(method, path, body, headers = {}) {
   const init = { method, cache: 'no-store', headers: { ...headers } };
   init.headers.Authorization = `Bearer ${session.token() ?? ''}`;
@@ -43,7 +43,8 @@ export async function call(method, path, body, headers = {}) {
     session.logout();
     window.dispatchEvent(new Event('kaa:unauthorized'));
   }
-  if (!response.ok) {
+  // 304: the caller sent If-None-Match and what it has is still current.
+  if (!response.ok && response.status !== 304) {
     const message = data?.message ?? data?.reasonPhrase ?? `${response.status} ${response.statusText}`;
     throw new ApiError(response.status, message);
   }

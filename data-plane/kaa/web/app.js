@@ -110,7 +110,8 @@ async function listView(view) {
   const pager = h('div', { class: 'pager' });
   let offset = 0;
   let page = null;
-  let shown = '';
+  // The ETag of the page shown: polls ask If-None-Match and get a bodiless 304 until it changes.
+  let etag = '';
 
   const cols = () => columns.value.split(',').map((c) => c.trim()).filter(Boolean);
 
@@ -147,18 +148,17 @@ async function listView(view) {
     const params = { applicationVersionName: version.value, offset, limit: PAGE_SIZE, include: 'metadata' };
     if (search.value.trim()) params.search = search.value.trim();
     const path = `/epr/api/v1/endpoints?${query(params)}`;
-    const { data } = await call('GET', path);
-    // Redraw only when something changed: polling stays cheap for the page and the reader.
-    const text = JSON.stringify(data);
-    if (text === shown) return;
-    shown = text;
+    const { status, headers, data } = await call('GET', path, undefined, etag ? { 'If-None-Match': etag } : {});
+    // Redraw only when something changed: polling stays cheap for the server, the page and the reader.
+    if (status === 304) return;
+    etag = headers.get('ETag') ?? '';
     page = data;
     render();
   }
 
   function move(delta) {
     offset = Math.max(0, offset + delta);
-    shown = '';
+    etag = '';
     refresh().catch((e) => announce(errorText(e)));
   }
 

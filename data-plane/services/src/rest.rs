@@ -15,6 +15,9 @@ use axum::{
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+mod etag;
+pub use etag::json_with_etag;
+
 /// A failed request.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {

@@ -91,9 +91,16 @@ pub struct ListFilter {
 /// One page of endpoints, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointPage {
-    pub items: Vec<Endpoint>,
+    pub items: Vec<ListedEndpoint>,
     /// Number of endpoints matching the filter, across all pages.
     pub total: u64,
+}
+
+/// An endpoint of a page, with its metadata (read in the same query: a page is one round trip).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedEndpoint {
+    pub endpoint: Endpoint,
+    pub metadata: Map<String, Value>,
 }
 
 /// Whether `key` is a valid metadata key (10/EPMP: `^[a-zA-Z0-9_]+$`).
@@ -176,8 +183,14 @@ impl Store {
             });
         }
         let pattern = filter.search.as_deref().map(like_pattern);
-        let push_where = |qb: &mut SqlBuilder| {
-            qb.push(" FROM epr_endpoints e JOIN epr_metadata m ON m.endpoint_id = e.id WHERE 1 = 1");
+        // The metadata is joined only where it is needed (a search, the page's rows): counting
+        // the endpoints of a version is then an index-only scan (migration 0007's index).
+        let push_where = |qb: &mut SqlBuilder, join: bool| {
+            qb.push(" FROM epr_endpoints e");
+            if join {
+                qb.push(" JOIN epr_metadata m ON m.endpoint_id = e.id");
+            }
+            qb.push(" WHERE 1 = 1");
             if let Some(versions) = &filter.app_versions {
                 qb.push(" AND e.app_version IN (")
                     .push_binds(versions.iter().map(String::as_str))
@@ -193,23 +206,34 @@ impl Store {
             }
         };
 
-        let mut count = SqlBuilder::new("SELECT COUNT(*)");
-        push_where(&mut count);
-        let total: i64 = count.build_scalar()?.fetch_one(&self.pool).await?;
-
-        let mut select = SqlBuilder::new("SELECT e.id, e.app_version, e.created_at");
-        push_where(&mut select);
+        let mut select = SqlBuilder::new("SELECT e.id, e.app_version, e.created_at, m.body");
+        push_where(&mut select, true);
         select
             .push(" ORDER BY e.created_at, e.id LIMIT ")
             .push_bind(clamp_i64(filter.limit))
             .push(" OFFSET ")
             .push_bind(clamp_i64(filter.offset));
         let rows = select.build()?.fetch_all(&self.pool).await?;
-        let items = rows.iter().map(endpoint_from_row).collect::<Result<_, _>>()?;
-        Ok(EndpointPage {
-            items,
-            total: u64::try_from(total).unwrap_or(0),
-        })
+        let items = rows
+            .iter()
+            .map(|row| {
+                let endpoint = endpoint_from_row(row)?;
+                let metadata = parse_body(&endpoint.id, &row.try_get::<String, _>("body")?)?;
+                Ok(ListedEndpoint { endpoint, metadata })
+            })
+            .collect::<Result<Vec<_>, EprError>>()?;
+        // A page that is not full and not past the end is the last one: it tells the total
+        // without counting again (a search with few matches reads every endpoint once, not twice).
+        let listed = u64::try_from(items.len()).unwrap_or(u64::MAX);
+        let total = if listed < filter.limit && (listed > 0 || filter.offset == 0) {
+            filter.offset.saturating_add(listed)
+        } else {
+            let mut count = SqlBuilder::new("SELECT COUNT(*)");
+            push_where(&mut count, pattern.is_some());
+            let total: i64 = count.build_scalar()?.fetch_one(&self.pool).await?;
+            u64::try_from(total).unwrap_or(0)
+        };
+        Ok(EndpointPage { items, total })
     }
 
     /// Moves an endpoint to another application version; returns the endpoint as it was before
@@ -395,21 +419,25 @@ async fn fetch_metadata<'e>(
         .await?
         .ok_or_else(|| EprError::EndpointNotFound(endpoint_id.to_owned()))?;
     let body: String = row.try_get("body")?;
+    Ok(Metadata {
+        endpoint_id: endpoint_id.to_owned(),
+        app_version: row.try_get("app_version")?,
+        body: parse_body(endpoint_id, &body)?,
+        version: row.try_get("version")?,
+    })
+}
+
+/// A stored metadata body: always a JSON object.
+fn parse_body(endpoint_id: &str, body: &str) -> Result<Map<String, Value>, EprError> {
     let corrupt = |reason: String| EprError::Corrupt {
         endpoint_id: endpoint_id.to_owned(),
         reason,
     };
-    let body = match serde_json::from_str::<Value>(&body) {
-        Ok(Value::Object(map)) => map,
-        Ok(other) => return Err(corrupt(format!("found {other}"))),
-        Err(e) => return Err(corrupt(e.to_string())),
-    };
-    Ok(Metadata {
-        endpoint_id: endpoint_id.to_owned(),
-        app_version: row.try_get("app_version")?,
-        body,
-        version: row.try_get("version")?,
-    })
+    match serde_json::from_str::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(other) => Err(corrupt(format!("found {other}"))),
+        Err(e) => Err(corrupt(e.to_string())),
+    }
 }
 
 const SELECT_ENDPOINT: &str = "SELECT id, app_version, created_at FROM epr_endpoints WHERE id = $1";

@@ -52,7 +52,7 @@ pub use cm::{
     NewCredential, NewToken, PasswordCredential, TokenStatus, Transition, token_hash,
 };
 pub use epr::{
-    Endpoint, EndpointPage, EprError, ListFilter, Metadata, MetadataUpdate, NewEndpoint,
+    Endpoint, EndpointPage, EprError, ListFilter, ListedEndpoint, Metadata, MetadataUpdate, NewEndpoint,
     is_valid_metadata_key,
 };
 pub use epts::{EptsError, NewPoint, Order, PointQuery, StoredPoint};
@@ -67,6 +67,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "cmx", include_str!("../migrations/0004_cmx.sql")),
     (5, "cex", include_str!("../migrations/0005_cex.sql")),
     (6, "bcx", include_str!("../migrations/0006_bcx.sql")),
+    (7, "epr list", include_str!("../migrations/0007_epr_list.sql")),
 ];
 
 /// Connections per process; PostgreSQL counts them against its `max_connections` (100 by

@@ -22,6 +22,8 @@ impl ServiceConfig {
                 "mqtt": kpc.mqtt, "mqtts": kpc.mqtts, "ws": kpc.ws, "wss": kpc.wss, "https": kpc.https,
             }),
             ServiceConfig::Cm(cm) => serde_json::json!({ "storage": cm.storage }),
+            // The proxy's routes are built once, at start.
+            ServiceConfig::Web(web) => serde_json::json!({ "upstreams": web.upstreams }),
             _ => serde_json::Value::Null,
         }
     }

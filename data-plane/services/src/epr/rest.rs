@@ -3,7 +3,7 @@
 //! | Method | Path | Success |
 //! |---|---|---|
 //! | POST | `/endpoints` | 201 `{"endpointId","appVersion":{"name"},"endpointToken"?,"tokenId"?}` + `Location` |
-//! | GET | `/endpoints?applicationName&applicationVersionName&offset&limit&include=metadata` | 200 `{"content":[endpoint..],"offset","limit","totalElements"}` |
+//! | GET | `/endpoints?applicationName&applicationVersionName&offset&limit&include=metadata&search` | 200 `{"content":[endpoint..],"offset","limit","totalElements"}` + `ETag` (304 on `If-None-Match`) |
 //! | GET / DELETE | `/endpoints/{id}` (`?include=metadata` on GET) | 200 endpoint / 204 |
 //! | GET / PUT / PATCH | `/endpoints/{id}/metadata` (`?include=k1,k2` on GET) | 200 metadata object + `ETag` |
 //! | GET / PUT / DELETE | `/endpoints/{id}/metadata/{key}` | 200 value + `ETag` / 204 |
@@ -50,7 +50,7 @@ use serde_json::{Map, Value};
 use super::{AppError, EprState};
 use crate::{
     cm::Secret,
-    rest::{Media, parse_json},
+    rest::{Media, json_with_etag, parse_json},
 };
 
 /// Path prefix of every EPR route.
@@ -231,10 +231,13 @@ async fn register(
     Ok((StatusCode::CREATED, [(LOCATION, location)], Json(body)).into_response())
 }
 
+/// The page carries an `ETag`; with a matching `If-None-Match` the answer is 304 (a poller's
+/// cheap "nothing changed").
 async fn list(
     State(state): State<EprState>,
+    headers: HeaderMap,
     query: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<Page>, AppError> {
+) -> Result<Response, AppError> {
     let Query(q) = query.map_err(|e| AppError::BadRequest(e.body_text()))?;
     let with_metadata = includes_metadata(q.include.as_deref())?;
     let offset = q.offset.unwrap_or(0);
@@ -261,16 +264,21 @@ async fn list(
             limit,
         })
         .await?;
-    let mut content = Vec::with_capacity(page.items.len());
-    for endpoint in page.items {
-        content.push(endpoint_json(&state, endpoint, with_metadata).await?);
-    }
-    Ok(Json(Page {
+    let content = page
+        .items
+        .into_iter()
+        .map(|listed| {
+            let metadata = with_metadata.then_some(listed.metadata);
+            endpoint_json(&state, listed.endpoint, metadata)
+        })
+        .collect();
+    let page = Page {
         content,
         offset,
         limit,
         total_elements: page.total,
-    }))
+    };
+    json_with_etag(&headers, &page)
 }
 
 async fn get_endpoint(
@@ -281,7 +289,9 @@ async fn get_endpoint(
     let Query(q) = query.map_err(|e| AppError::BadRequest(e.body_text()))?;
     let with_metadata = includes_metadata(q.include.as_deref())?;
     let endpoint = state.store().endpoint(&id).await?;
-    Ok(Json(endpoint_json(&state, endpoint, with_metadata).await?))
+    Ok(Json(
+        endpoint_with_metadata(&state, endpoint, with_metadata).await?,
+    ))
 }
 
 async fn delete_endpoint(
@@ -344,7 +354,7 @@ async fn move_endpoint(
         .await;
     }
     let moved = state.store().endpoint(&id).await?;
-    Ok(Json(endpoint_json(&state, moved, false).await?))
+    Ok(Json(endpoint_json(&state, moved, None)))
 }
 
 /// Asks the credential service to store `token` for the new endpoint; returns its token id.
@@ -448,7 +458,8 @@ async fn applications(State(state): State<EprState>) -> Json<Vec<ApplicationJson
     )
 }
 
-async fn endpoint_json(
+/// An endpoint with its metadata read (`include=metadata`) or left out.
+async fn endpoint_with_metadata(
     state: &EprState,
     endpoint: Endpoint,
     with_metadata: bool,
@@ -457,7 +468,11 @@ async fn endpoint_json(
         true => Some(state.store().metadata(&endpoint.id).await?.body),
         false => None,
     };
-    Ok(EndpointJson {
+    Ok(endpoint_json(state, endpoint, metadata))
+}
+
+fn endpoint_json(state: &EprState, endpoint: Endpoint, metadata: Option<Map<String, Value>>) -> EndpointJson {
+    EndpointJson {
         application_name: state
             .config()
             .application_of(&endpoint.app_version)
@@ -468,7 +483,7 @@ async fn endpoint_json(
         },
         created_at: endpoint.created_at,
         metadata,
-    })
+    }
 }
 
 fn includes_metadata(include: Option<&str>) -> Result<bool, AppError> {

@@ -136,12 +136,12 @@ async fn list_filters_by_app_version_and_pages() {
         };
         let page = store.list_endpoints(&filter(&["v1"], 0, 2)).await.unwrap();
         assert_eq!(page.total, 5);
-        let mut seen: Vec<String> = page.items.into_iter().map(|e| e.id).collect();
+        let mut seen: Vec<String> = page.items.into_iter().map(|e| e.endpoint.id).collect();
         let page = store.list_endpoints(&filter(&["v1"], 2, 2)).await.unwrap();
-        seen.extend(page.items.into_iter().map(|e| e.id));
+        seen.extend(page.items.into_iter().map(|e| e.endpoint.id));
         let page = store.list_endpoints(&filter(&["v1"], 4, 2)).await.unwrap();
-        assert_eq!(page.items.len(), 1);
-        seen.extend(page.items.into_iter().map(|e| e.id));
+        assert_eq!((page.items.len(), page.total), (1, 5), "the last page counts all");
+        seen.extend(page.items.into_iter().map(|e| e.endpoint.id));
         let mut expected = v1.clone();
         expected.sort();
         seen.sort();
@@ -152,7 +152,7 @@ async fn list_filters_by_app_version_and_pages() {
             .await
             .unwrap();
         assert_eq!(both.total, 6);
-        assert!(both.items.iter().any(|e| e.id == v2));
+        assert!(both.items.iter().any(|e| e.endpoint.id == v2));
         let none = store.list_endpoints(&filter(&[], 0, 100)).await.unwrap();
         assert_eq!(
             none,
@@ -388,7 +388,7 @@ async fn search_matches_ids_and_metadata_ignoring_case_and_wildcards() {
             limit: 100,
             ..Default::default()
         };
-        let ids = |page: EndpointPage| page.items.into_iter().map(|e| e.id).collect::<Vec<_>>();
+        let ids = |page: EndpointPage| page.items.into_iter().map(|e| e.endpoint.id).collect::<Vec<_>>();
         let page = store
             .list_endpoints(&search("kitchen meter", None))
             .await
