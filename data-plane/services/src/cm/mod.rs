@@ -35,6 +35,7 @@
 //! with Kubernetes Secrets, which `kubectl` or the operator may change too, the backend's watch
 //! (for every change, CM's own included), published by [`serve`].
 
+use kaa_blueprint::config::Live;
 use std::sync::Arc;
 
 use kaa_bus::Bus;
@@ -99,7 +100,8 @@ fn check_names(config: &Config) -> Result<(), ConfigError> {
 pub struct CmState {
     store: CredentialStore,
     bus: Bus,
-    config: Arc<Config>,
+    /// Read once per request ([`Self::config`]); replaced by a live config change.
+    config: Live<Config>,
     passwords: Passwords,
     replica: Arc<str>,
 }
@@ -116,7 +118,7 @@ impl CmState {
             bus,
             passwords,
             replica: Arc::from(config.instance.as_str()),
-            config: Arc::new(config),
+            config: Live::new(config),
         })
     }
 
@@ -134,7 +136,13 @@ impl CmState {
         &self.bus
     }
 
-    pub fn config(&self) -> &Config {
+    /// The current config: read it once per request and keep that snapshot.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.get()
+    }
+
+    /// The handle that replaces the config while the service runs.
+    pub fn live_config(&self) -> &Live<Config> {
         &self.config
     }
 
@@ -186,7 +194,7 @@ impl CmState {
             token_ids,
             originator_replica_id: self.replica.to_string(),
         };
-        self.broadcast(subject::ecap_token_revoked(&self.config.instance), event)
+        self.broadcast(subject::ecap_token_revoked(&self.config().instance), event)
             .await;
     }
 
@@ -206,7 +214,7 @@ impl CmState {
             credential_id: credential_id.to_owned(),
             originator_replica_id: self.replica.to_string(),
         };
-        self.broadcast(subject::ecap_credential_revoked(&self.config.instance), event)
+        self.broadcast(subject::ecap_credential_revoked(&self.config().instance), event)
             .await;
     }
 
