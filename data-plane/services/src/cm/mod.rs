@@ -102,7 +102,8 @@ pub struct CmState {
     bus: Bus,
     /// Read once per request ([`Self::config`]); replaced by a live config change.
     config: Live<Config>,
-    passwords: Passwords,
+    /// Follows `passwordHash`: rebuilt when a live config change alters it.
+    passwords: Live<Passwords>,
     replica: Arc<str>,
 }
 
@@ -116,7 +117,7 @@ impl CmState {
         Ok(CmState {
             store: store.into(),
             bus,
-            passwords,
+            passwords: Live::new(passwords),
             replica: Arc::from(config.instance.as_str()),
             config: Live::new(config),
         })
@@ -141,17 +142,23 @@ impl CmState {
         self.config.get()
     }
 
-    /// The handle that replaces the config while the service runs.
-    pub fn live_config(&self) -> &Live<Config> {
-        &self.config
-    }
-
     pub fn replica(&self) -> &str {
         &self.replica
     }
 
-    pub(crate) fn passwords(&self) -> &Passwords {
-        &self.passwords
+    pub(crate) fn passwords(&self) -> Arc<Passwords> {
+        self.passwords.get()
+    }
+
+    /// Replaces the config while the service runs (the instance names must stay); a changed
+    /// `passwordHash` applies to passwords set from now on.
+    pub fn apply_config(&self, config: Config) -> Result<(), ConfigError> {
+        check_names(&config)?;
+        if config.password_hash != self.config().password_hash {
+            self.passwords.set(Passwords::new(&config.password_hash)?);
+        }
+        self.config.set(config);
+        Ok(())
     }
 
     /// Moves a token to `to` (see [`TokenStatus::can_become`]; a forbidden move is a 409), and

@@ -25,7 +25,7 @@ pub mod bus;
 pub mod error;
 pub mod rest;
 
-pub use bus::{ServeError, serve};
+pub use bus::{ServeError, serve, serve_state};
 pub use error::AppError;
 pub use rest::router;
 
