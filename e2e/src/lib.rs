@@ -158,8 +158,9 @@ pub struct Platform {
     pub http: String,
     /// The HTTP base of the credential service's REST API (`http` under `kaa up`).
     pub cm_http: String,
-    /// Cluster mode: each service instance's HTTP base (empty under `kaa up`: all on `http`);
-    /// a `web` instance's is the dashboard's.
+    /// Cluster mode: each service instance's HTTP base (empty under `kaa up`: all on `http`), and
+    /// each gateway replica's (`kpc-0`, `kpc-1`, ...) when there are several; a `web` instance's
+    /// is the dashboard's.
     pub service_http: BTreeMap<String, String>,
     pub processes: Vec<Process>,
     pub nats: Option<NatsServer>,
@@ -410,6 +411,9 @@ impl Platform {
                 "epr" => http = base.clone(),
                 "cm" => cm_http = base.clone(),
                 _ => {}
+            }
+            if replica != instance {
+                service_http.insert(replica, base.clone());
             }
             service_http.insert(instance, base);
         }

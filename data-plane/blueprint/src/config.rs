@@ -9,7 +9,9 @@ use crate::ServiceKind;
 
 mod control;
 pub use control::*;
+mod live;
 mod version;
+pub use live::Live;
 mod web;
 pub use web::*;
 

@@ -15,13 +15,15 @@ impl ServiceConfig {
     }
 
     /// The part of the config a running service cannot change without a restart: listeners
-    /// (ports, TLS files, WebSocket paths) and where state lives. Everything else applies live.
+    /// (ports, TLS files, WebSocket paths), where state lives, and names that key stored data. Everything else applies live.
     pub fn restart_relevant(&self) -> serde_json::Value {
         match self {
             ServiceConfig::Kpc(kpc) => serde_json::json!({
                 "mqtt": kpc.mqtt, "mqtts": kpc.mqtts, "ws": kpc.ws, "wss": kpc.wss, "https": kpc.https,
             }),
             ServiceConfig::Cm(cm) => serde_json::json!({ "storage": cm.storage }),
+            // CMX's `configName` keys its REST routes and stored documents.
+            ServiceConfig::Cmx(cmx) => serde_json::json!({ "configName": cmx.config_name }),
             // The proxy's routes are built once, at start.
             ServiceConfig::Web(web) => serde_json::json!({ "upstreams": web.upstreams }),
             _ => serde_json::Value::Null,
