@@ -15,6 +15,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 pub mod pki;
+pub mod provide;
 
 use kaa_testkit::{NatsServer, Postgres, free_port};
 use serde_json::{Value, json};

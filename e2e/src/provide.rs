@@ -1,0 +1,136 @@
+//! The config provider without Kubernetes: `kaa-operator provide` on a Blueprint file, the JSON
+//! lines it prints (its events), and edits of the file.
+//!
+//! The `kaa-operator` binary is `$KAA_OPERATOR_BIN` or `target/debug/kaa-operator`.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+};
+
+use kaa_testkit::eventually;
+use serde_json::Value;
+
+use crate::DEADLINE;
+
+/// The `kaa-operator` binary under test.
+pub fn operator_bin() -> PathBuf {
+    if let Ok(path) = std::env::var("KAA_OPERATOR_BIN") {
+        return PathBuf::from(path);
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/kaa-operator");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build -p kaa-operator` first",
+        path.display()
+    );
+    path
+}
+
+/// A running `kaa-operator provide`; killed when dropped (its log printed if the test failed).
+#[derive(Debug)]
+pub struct ConfigProvider {
+    child: Child,
+    /// The Blueprint file it serves; change it with [`ConfigProvider::edit`].
+    pub blueprint: PathBuf,
+    /// The config-reader token's file, for `kaa run --config-token-file`.
+    pub token_file: PathBuf,
+    /// The HTTP API's base (`http://127.0.0.1:<port>`).
+    pub url: String,
+    out: PathBuf,
+    log: PathBuf,
+}
+
+impl ConfigProvider {
+    /// Writes `blueprint` to `dir/blueprint.yaml` and serves it, announcing on `nats_url`.
+    pub async fn start(dir: &Path, blueprint: &str, nats_url: &str) -> ConfigProvider {
+        let path = dir.join("blueprint.yaml");
+        std::fs::write(&path, blueprint).unwrap();
+        let token_file = dir.join("config-token");
+        let (out, log) = (dir.join("provide.out"), dir.join("provide.log"));
+        let child = Command::new(operator_bin())
+            .args(["provide", "--addr", "127.0.0.1:0", "--nats-url", nats_url])
+            .arg("--blueprint")
+            .arg(&path)
+            .arg("--token-file")
+            .arg(&token_file)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start kaa-operator provide: {e}"));
+        let mut provider = ConfigProvider {
+            child,
+            blueprint: path,
+            token_file,
+            url: String::new(),
+            out,
+            log,
+        };
+        let listening = provider.event("listening", |_| true).await;
+        provider.url = listening["url"].as_str().unwrap().to_owned();
+        provider
+    }
+
+    /// Every line it printed so far.
+    pub fn events(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The first event named `name` that `matches`, waiting for it.
+    pub async fn event(&self, name: &str, matches: impl Fn(&Value) -> bool) -> Value {
+        eventually(
+            DEADLINE,
+            &format!("a `{name}` event from kaa-operator provide"),
+            || {
+                let found = self
+                    .events()
+                    .into_iter()
+                    .find(|e| e["event"] == name && matches(e));
+                async move { found }
+            },
+        )
+        .await
+    }
+
+    /// The latest `rollout` line.
+    pub fn rollout(&self) -> Option<Value> {
+        self.events().into_iter().rev().find(|e| e["event"] == "rollout")
+    }
+
+    /// Replaces the Blueprint file (whole: a reader never sees half of it).
+    pub fn edit(&self, blueprint: &str) {
+        let staged = self.blueprint.with_extension("yaml.new");
+        std::fs::write(&staged, blueprint).unwrap();
+        std::fs::rename(&staged, &self.blueprint).unwrap();
+    }
+
+    /// The config URL of `instance`, for `kaa run --config-url`.
+    pub fn config_url(&self, instance: &str) -> String {
+        format!("{}/tekton/api/v1/service-instances/{instance}/config", self.url)
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(&self.token_file)
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+}
+
+impl Drop for ConfigProvider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let out = std::fs::read_to_string(&self.out).unwrap_or_default();
+            eprintln!("----- kaa-operator provide -----\n{out}{log}");
+        }
+    }
+}
