@@ -9,7 +9,9 @@ use crate::ServiceKind;
 
 mod control;
 pub use control::*;
+mod live;
 mod version;
+pub use live::Live;
 
 /// The rendered configuration of one service instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -28,6 +28,8 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::live::LiveConfigs;
+
 /// Routes served without the admin token: Kubernetes probes, (issue 4) metrics scrapers and the
 /// dashboard's page, which holds no data (it calls the APIs with the token the user enters).
 /// Matched on the exact method and raw path, the same string the router matches.
@@ -193,6 +195,9 @@ const STORE_PING_TIMEOUT: Duration = Duration::from_millis(500);
 pub struct Health {
     pub bus: Bus,
     pub store: Option<Store>,
+    /// The configs the instances run, reported (not checked: a refused config change leaves the
+    /// process healthy on its previous config).
+    pub live: Option<LiveConfigs>,
 }
 
 impl Health {
@@ -210,8 +215,25 @@ impl Health {
         problems
     }
 
+    /// The config part of `/health`: `configs` maps each instance to `{"version","error"}`, and
+    /// a process of one instance (`kaa run`) has that object as `config` too.
+    fn configs(&self, body: &mut serde_json::Value) {
+        let Some(live) = &self.live else { return };
+        let statuses = live.statuses();
+        if statuses.len() == 1
+            && let Some(status) = statuses.values().next()
+        {
+            body["config"] = status.to_json();
+        }
+        let configs: serde_json::Map<String, serde_json::Value> = statuses
+            .iter()
+            .map(|(name, s)| (name.clone(), s.to_json()))
+            .collect();
+        body["configs"] = configs.into();
+    }
+
     /// `GET /health`: 200 `{"status":"ok"}` when the process can do its work, else 500
-    /// `{"status":"failing","problems":[...]}`.
+    /// `{"status":"failing","problems":[...]}`; both with the configs the instances run.
     pub fn router(self) -> Router {
         Router::new().route(
             "/health",
@@ -220,12 +242,15 @@ impl Health {
                 async move {
                     let problems = health.problems().await;
                     if problems.is_empty() {
-                        (StatusCode::OK, axum::Json(json!({ "status": "ok" }))).into_response()
+                        let mut body = json!({ "status": "ok" });
+                        health.configs(&mut body);
+                        (StatusCode::OK, axum::Json(body)).into_response()
                     } else {
                         for problem in &problems {
                             tracing::warn!(problem, "health check failing");
                         }
-                        let body = json!({ "status": "failing", "problems": problems });
+                        let mut body = json!({ "status": "failing", "problems": problems });
+                        health.configs(&mut body);
                         (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
                     }
                 }
@@ -298,6 +323,7 @@ mod tests {
         let health = Health {
             bus: Bus::in_process(),
             store: None,
+            live: None,
         };
         app(
             health,
@@ -439,6 +465,7 @@ mod tests {
         let health = Health {
             bus: Bus::in_process(),
             store: Some(store.clone()),
+            live: None,
         };
         assert!(health.problems().await.is_empty());
         let rest = Router::new();

@@ -5,13 +5,16 @@
 //! - `kaa run <kind> --config FILE`: one service instance against NATS (what a cluster pod runs).
 //! - `kaa render BLUEPRINT --out DIR`: the per-instance config files `kaa run` takes.
 
+mod config_sync;
 mod http;
 mod kp_http;
 mod kp_https;
+mod live;
 mod render;
 mod run;
 mod services;
 mod up;
+mod watch;
 mod web;
 
 use clap::{Parser, Subcommand};

@@ -2,6 +2,7 @@
 //! operator) wrote. This is what a cluster pod runs.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use kaa_blueprint::ServiceKind;
@@ -10,6 +11,7 @@ use kaa_bus::Bus;
 use kaa_bus::metrics::Metrics;
 use kaa_store::Store;
 
+use crate::config_sync::{ConfigSync, Provider, Source};
 use crate::http::{AdminToken, Health};
 use crate::services::{Platform, ServiceContext};
 
@@ -19,9 +21,20 @@ pub struct Args {
     /// The kind of service the config file is for.
     #[arg(value_parser = kind_parser())]
     kind: ServiceKind,
-    /// The instance's config file (JSON or YAML), as written by `kaa render`.
+    /// The instance's config file (JSON or YAML), as written by `kaa render`. Without
+    /// --config-url, edits of it are applied while the service runs.
     #[arg(long)]
     config: PathBuf,
+    /// The config provider (17/SCMP; the operator's `http://HOST:8090`): the instance's config is
+    /// fetched from it at start, on every announcement on NATS and every --config-check-secs.
+    #[arg(long, env = "KAA_CONFIG_URL")]
+    config_url: Option<String>,
+    /// The file holding the config provider's bearer token (in Kubernetes, a mounted Secret).
+    #[arg(long, env = "KAA_CONFIG_TOKEN_FILE")]
+    config_token_file: Option<PathBuf>,
+    /// How often the config provider is asked even without an announcement (one may be lost).
+    #[arg(long, default_value_t = 30, env = "KAA_CONFIG_CHECK_SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    config_check_secs: u64,
     /// NATS server URL.
     #[arg(long, default_value = "nats://127.0.0.1:4222", env = "KAA_NATS_URL")]
     nats_url: String,
@@ -47,22 +60,32 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.config)
-        .with_context(|| format!("cannot read {}", args.config.display()))?;
-    let config: ServiceConfig = serde_saphyr::from_str(&text)
-        .with_context(|| format!("{} is not a valid service config", args.config.display()))?;
-    anyhow::ensure!(
-        config.kind() == args.kind,
-        "{} configures a `{}` service, not `{}`",
-        args.config.display(),
-        config.kind(),
-        args.kind
-    );
-    // A hand-written config skips Blueprint validation: refuse limits that would refuse everyone.
-    if let ServiceConfig::Kpc(kpc) = &config
-        && let Some((key, why)) = kpc.limits.problems().into_iter().next()
-    {
-        anyhow::bail!("{}: limits.{key}: {why}", args.config.display());
+    let text =
+        std::fs::read(&args.config).with_context(|| format!("cannot read {}", args.config.display()))?;
+    let file = args.config.display().to_string();
+    let mut config =
+        crate::config_sync::parse(&text).with_context(|| format!("{file} is not a valid service config"))?;
+    check(&config, &file, &args)?;
+    let provider = match &args.config_url {
+        Some(url) => Some(Provider::new(
+            url,
+            config.instance(),
+            args.config_token_file.clone(),
+        )?),
+        None => None,
+    };
+    // The provider's config is newer than a mounted file that has not caught up yet.
+    if let Some(provider) = &provider {
+        let fetched = provider.fetch().await;
+        match fetched.and_then(|c| check(&c, "the provider's config", &args).map(|()| c)) {
+            Ok(fetched) if fetched.instance() == config.instance() => config = fetched,
+            Ok(fetched) => tracing::warn!(
+                instance = fetched.instance(),
+                "the config provider answered for another instance; starting with {}",
+                args.config.display()
+            ),
+            Err(e) => tracing::warn!("starting with {}: {e:#}", args.config.display()),
+        }
     }
     let admin_token = match &args.admin_token_file {
         Some(path) => Some(AdminToken::read(path)?),
@@ -96,10 +119,28 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     });
     let mut context = ServiceContext::new(bus.clone(), store.clone(), &replica, metrics.clone());
     context.namespace = args.namespace.clone().filter(|ns| !ns.is_empty());
+    let instance = config.instance().to_owned();
     let platform = Platform::start(vec![config], &context).await?;
+    let source = match provider {
+        Some(provider) => Source::Provider {
+            provider,
+            check_every: Duration::from_secs(args.config_check_secs),
+        },
+        None => Source::File(args.config.clone()),
+    };
+    let sync = ConfigSync {
+        instance,
+        replica: replica.clone(),
+        bus: bus.clone(),
+        live: platform.live().clone(),
+        source,
+        started_with: text,
+    };
+    sync.start(context.shutdown.clone()).await?;
     let health = Health {
         bus,
         store: store.clone(),
+        live: Some(platform.live().clone()),
     };
     let app = crate::http::app(health, metrics, platform.router(), admin_token);
     let (http_addr, http) = crate::http::serve(&args.http_addr, app, context.shutdown.clone()).await?;
@@ -110,6 +151,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let _ = http.await;
     if let Some(store) = store {
         store.close().await;
+    }
+    Ok(())
+}
+
+/// Checks a config before start: the kind `kaa run` was asked for, and (a hand-written config
+/// skips Blueprint validation) no limits that would refuse everyone.
+fn check(config: &ServiceConfig, source: &str, args: &Args) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        config.kind() == args.kind,
+        "{source} configures a `{}` service, not `{}`",
+        config.kind(),
+        args.kind
+    );
+    if let ServiceConfig::Kpc(kpc) = config
+        && let Some((key, why)) = kpc.limits.problems().into_iter().next()
+    {
+        anyhow::bail!("{source}: limits.{key}: {why}");
     }
     Ok(())
 }

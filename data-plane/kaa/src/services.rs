@@ -5,12 +5,14 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use axum::Router;
-use kaa_blueprint::config::ServiceConfig;
+use kaa_blueprint::config::{Live, ServiceConfig};
 use kaa_bus::Bus;
 use kaa_bus::metrics::Metrics;
 use kaa_kpc::Kpc;
 use kaa_services::{bcx, cex, cm, cmx, dcx, epl, epmx, epr, epts};
 use kaa_store::Store;
+
+use crate::live::{Handle, LiveConfigs};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -56,6 +58,8 @@ pub struct Platform {
     https_addr: Option<SocketAddr>,
     router: Router,
     tasks: TaskTracker,
+    /// Where config changes are applied while the instances run.
+    live: LiveConfigs,
 }
 
 impl Platform {
@@ -68,21 +72,22 @@ impl Platform {
             https_addr: None,
             router: Router::new(),
             tasks: TaskTracker::new(),
+            live: LiveConfigs::new(&ctx.metrics),
         };
         // One ECR router serves every CMX instance of the process (`?name=` picks one).
         let mut cmx_states = Vec::new();
         for config in configs {
             let instance = config.instance().to_owned();
-            match config {
+            let running = config.clone();
+            let handle = match config {
                 ServiceConfig::Epr(config) => {
                     let store = ctx.store(&instance)?;
                     let state = epr::EprState::new(store.clone(), ctx.bus.clone(), config.clone())?
                         .with_replica(&format!("{instance}-{}", ctx.replica));
-                    platform.router = platform.router.merge(epr::router(state));
-                    platform.spawn_serving(
-                        "EPR",
-                        epr::serve(ctx.bus.clone(), store, config, ctx.shutdown.clone()),
-                    );
+                    let handle = Handle::Epr(state.live_config().clone());
+                    platform.router = platform.router.merge(epr::router(state.clone()));
+                    platform.spawn_serving("EPR", epr::serve_state(state, ctx.shutdown.clone()));
+                    handle
                 }
                 ServiceConfig::Cm(config) => {
                     let store: cm::CredentialStore = match config.storage {
@@ -101,43 +106,59 @@ impl Platform {
                     let state = cm::CmState::new(store, ctx.bus.clone(), config)?
                         .with_replica(&format!("{instance}-{}", ctx.replica));
                     platform.router = platform.router.merge(cm::router(state.clone()));
-                    platform.spawn_serving("CM", cm::serve(state, ctx.shutdown.clone()));
+                    platform.spawn_serving("CM", cm::serve(state.clone(), ctx.shutdown.clone()));
+                    Handle::Cm(state)
                 }
                 ServiceConfig::Epmx(config) => {
-                    platform
-                        .spawn_serving("EPMX", epmx::serve(ctx.bus.clone(), config, ctx.shutdown.clone()));
+                    let live = Live::new(config);
+                    let serving = epmx::serve(ctx.bus.clone(), live.clone(), ctx.shutdown.clone());
+                    platform.spawn_serving("EPMX", serving);
+                    Handle::Epmx(live)
                 }
                 ServiceConfig::Epl(config) => {
-                    platform.spawn_serving("EPL", epl::serve(ctx.bus.clone(), config, ctx.shutdown.clone()));
+                    let live = Live::new(config);
+                    let serving = epl::serve(ctx.bus.clone(), live.clone(), ctx.shutdown.clone());
+                    platform.spawn_serving("EPL", serving);
+                    Handle::Epl(live)
                 }
                 ServiceConfig::Dcx(config) => {
                     dcx::validate(&config)?;
-                    let (bus, stop) = (ctx.bus.clone(), ctx.shutdown.clone());
+                    let live = Live::new(config);
+                    let (bus, stop, serving) = (ctx.bus.clone(), ctx.shutdown.clone(), live.clone());
                     let replica = format!("{instance}-{}", ctx.replica);
                     platform.spawn_serving(
                         "DCX",
-                        async move { dcx::serve(bus, config, &replica, stop).await },
+                        async move { dcx::serve(bus, serving, &replica, stop).await },
                     );
+                    Handle::Dcx(live)
                 }
                 ServiceConfig::Epts(config) => {
                     let state = epts::EptsState::new(ctx.store(&instance)?, config)?;
                     platform.router = platform.router.merge(epts::router(state.clone()));
+                    let handle = Handle::Epts(state.live_config().clone());
                     platform.spawn_serving("EPTS", epts::serve(ctx.bus.clone(), state, ctx.shutdown.clone()));
+                    handle
                 }
                 ServiceConfig::Cmx(config) => {
                     let state = cmx::CmxState::new(ctx.store(&instance)?, ctx.bus.clone(), config)?;
                     cmx_states.push(state.clone());
+                    let handle = Handle::Cmx(state.live_config().clone());
                     platform.spawn_serving("CMX", cmx::serve(state, ctx.shutdown.clone()));
+                    handle
                 }
                 ServiceConfig::Cex(config) => {
                     let state = cex::CexState::new(ctx.store(&instance)?, ctx.bus.clone(), config)?;
                     platform.router = platform.router.merge(cex::router(state.clone()));
+                    let handle = Handle::Cex(state.live_config().clone());
                     platform.spawn_serving("CEX", cex::serve(state, ctx.shutdown.clone()));
+                    handle
                 }
                 ServiceConfig::Bcx(config) => {
                     let state = bcx::BcxState::new(ctx.store(&instance)?, ctx.bus.clone(), config)?;
                     platform.router = platform.router.merge(bcx::router(state.clone()));
+                    let handle = Handle::Bcx(state.live_config().clone());
                     platform.spawn_serving("BCX", bcx::serve(state, ctx.shutdown.clone()));
+                    handle
                 }
                 ServiceConfig::Kpc(c) => {
                     let replica = format!("{instance}-{}", ctx.replica);
@@ -156,9 +177,12 @@ impl Platform {
                             let _ = server.await;
                         });
                     }
+                    let handle = Handle::Kpc(kpc.gateway().live_config().clone());
                     platform.kpc = Some(kpc);
+                    handle
                 }
-            }
+            };
+            platform.live.insert(running, handle);
         }
         if !cmx_states.is_empty() {
             platform.router = platform.router.merge(cmx::router(cmx_states));
@@ -177,6 +201,11 @@ impl Platform {
                 tracing::error!(error = %e, "{name} stopped");
             }
         });
+    }
+
+    /// The instances' configs, to change while they run.
+    pub fn live(&self) -> &LiveConfigs {
+        &self.live
     }
 
     /// The REST APIs of the running instances, to be served next to `/health`.

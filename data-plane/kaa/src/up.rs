@@ -6,6 +6,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use kaa_blueprint::Blueprint;
@@ -15,13 +16,14 @@ use kaa_bus::metrics::Metrics;
 use kaa_store::Store;
 
 use crate::http::{AdminToken, Health};
+use crate::live::{LiveConfigs, Outcome};
 use crate::services::{Platform, ServiceContext};
 
 /// The admin token's file name inside the data directory.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 
 /// Run a whole Blueprint in this process (no NATS, no cluster needed).
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// The Blueprint file to run; without it, the bundled quickstart (blueprints/quickstart.yaml).
     blueprint: Option<PathBuf>,
@@ -52,11 +54,90 @@ pub struct Args {
 }
 
 pub async fn up(args: Args) -> anyhow::Result<()> {
+    // Read before it is loaded: an edit in between is then seen by the watch below.
+    let started_with = match &args.blueprint {
+        Some(path) => std::fs::read(path).unwrap_or_default(),
+        None => Vec::new(),
+    };
     let blueprint = match &args.blueprint {
         Some(path) => crate::render::load(path)?,
         None => Blueprint::quickstart(),
     };
-    let mut configs: Vec<ServiceConfig> = kaa_blueprint::render(&blueprint)?
+    let (configs, listeners) = configs_of(&blueprint, &args)?;
+
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", args.data_dir.display()))?;
+    let db = args.data_dir.join("kaa.db");
+    let token_path = args.data_dir.join(ADMIN_TOKEN_FILE);
+    let created = ensure_admin_token(&token_path)?;
+    let admin_token = AdminToken::read(&token_path)?;
+    if created {
+        tracing::info!(path = %token_path.display(), "created the admin token");
+    }
+    let store = Store::open(&db)
+        .await
+        .with_context(|| format!("cannot open {}", db.display()))?;
+    let metrics = Metrics::new();
+    let bus = Bus::in_process().with_metrics(&metrics);
+    let context = ServiceContext::new(bus.clone(), Some(store.clone()), "local", metrics.clone());
+    let platform = Platform::start(configs, &context).await?;
+    if let Some(path) = &args.blueprint {
+        let (path, args, live) = (path.clone(), args.clone(), platform.live().clone());
+        let stop = context.shutdown.clone();
+        tokio::spawn(crate::watch::file(
+            path.clone(),
+            started_with,
+            BLUEPRINT_POLL,
+            stop,
+            move |_| {
+                apply_blueprint(&path, &args, &live);
+            },
+        ));
+    }
+
+    let health = Health {
+        bus,
+        store: Some(store.clone()),
+        live: Some(platform.live().clone()),
+    };
+    // The dashboard rides on `kaa up`'s one HTTP port; in cluster mode it is not served (yet).
+    let rest = platform.router().merge(crate::web::router());
+    let app = crate::http::app(health, metrics, rest, Some(admin_token));
+    let (http_addr, http) = crate::http::serve(&args.http_addr, app, context.shutdown.clone()).await?;
+    print_banner(&blueprint, &platform, listeners, http_addr, &token_path, created);
+
+    crate::shutdown_signal().await;
+    platform.stop(&context).await;
+    let _ = http.await;
+    store.close().await;
+    Ok(())
+}
+
+/// How often `kaa up` reads the Blueprint file for edits.
+const BLUEPRINT_POLL: Duration = Duration::from_millis(500);
+
+/// Re-renders the edited Blueprint with the same checks as at start and applies it live; a
+/// Blueprint that does not load, or a service config that is refused, leaves the running
+/// configs as they were, and the log says why (naming the field).
+fn apply_blueprint(path: &Path, args: &Args, live: &LiveConfigs) {
+    let configs = crate::render::load(path).and_then(|blueprint| configs_of(&blueprint, args));
+    match configs {
+        Ok((configs, _)) => {
+            let reports = live.apply(configs, true);
+            let changed = reports.iter().filter(|r| r.outcome != Outcome::Unchanged).count();
+            tracing::info!(path = %path.display(), changed, "Blueprint edited: applying it live");
+            crate::live::log(&reports);
+        }
+        Err(e) => tracing::warn!(
+            path = %path.display(),
+            "Blueprint edit REJECTED, the running configs stay: {e:#}"
+        ),
+    }
+}
+
+/// The instances' configs for `blueprint`, with the gateway's listeners moved where `args` say.
+fn configs_of(blueprint: &Blueprint, args: &Args) -> anyhow::Result<(Vec<ServiceConfig>, Listeners)> {
+    let mut configs: Vec<ServiceConfig> = kaa_blueprint::render(blueprint)?
         .into_iter()
         .map(|r| r.config)
         .collect();
@@ -128,39 +209,7 @@ pub async fn up(args: Args) -> anyhow::Result<()> {
         gateways.next().is_none(),
         "`kaa up` runs one kpc instance; this Blueprint declares several"
     );
-
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("cannot create the data directory {}", args.data_dir.display()))?;
-    let db = args.data_dir.join("kaa.db");
-    let token_path = args.data_dir.join(ADMIN_TOKEN_FILE);
-    let created = ensure_admin_token(&token_path)?;
-    let admin_token = AdminToken::read(&token_path)?;
-    if created {
-        tracing::info!(path = %token_path.display(), "created the admin token");
-    }
-    let store = Store::open(&db)
-        .await
-        .with_context(|| format!("cannot open {}", db.display()))?;
-    let metrics = Metrics::new();
-    let bus = Bus::in_process().with_metrics(&metrics);
-    let context = ServiceContext::new(bus.clone(), Some(store.clone()), "local", metrics.clone());
-    let platform = Platform::start(configs, &context).await?;
-
-    let health = Health {
-        bus,
-        store: Some(store.clone()),
-    };
-    // The dashboard rides on `kaa up`'s one HTTP port; in cluster mode it is not served (yet).
-    let rest = platform.router().merge(crate::web::router());
-    let app = crate::http::app(health, metrics, rest, Some(admin_token));
-    let (http_addr, http) = crate::http::serve(&args.http_addr, app, context.shutdown.clone()).await?;
-    print_banner(&blueprint, &platform, listeners, http_addr, &token_path, created);
-
-    crate::shutdown_signal().await;
-    platform.stop(&context).await;
-    let _ = http.await;
-    store.close().await;
-    Ok(())
+    Ok((configs, listeners))
 }
 
 /// How the gateway's listeners authenticate clients, for the banner.

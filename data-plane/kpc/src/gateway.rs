@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use bytestring::ByteString;
-use kaa_blueprint::config::KpcConfig;
+use kaa_blueprint::config::{KpcConfig, Live};
 use kaa_bus::Bus;
 use kaa_bus::metrics::Metrics;
 use kaa_protocol::avro::AvroRecord;
@@ -93,7 +93,8 @@ pub struct SessionHandle {
 /// Shared state of one KPC replica.
 #[derive(Debug)]
 pub struct Gateway {
-    config: KpcConfig,
+    /// Read once per request or connection ([`Gateway::config`]); replaced by a live config change.
+    config: Live<KpcConfig>,
     bus: Bus,
     tokens: TokenResolver,
     auth: Authenticator,
@@ -158,7 +159,6 @@ impl Gateway {
     /// A gateway whose metrics are registered in `metrics` (one gateway per registry).
     pub fn new(config: KpcConfig, bus: Bus, replica_id: String, metrics: &Metrics) -> Arc<Self> {
         let metrics = KpcMetrics::register(metrics, &config);
-        let limits = Limits::new(&config.limits);
         let reply_subject = subject::esp_extension_data_replica(&replica_id);
         let tokens = TokenResolver::new(
             bus.clone(),
@@ -173,14 +173,14 @@ impl Gateway {
             config.limits.failed_connects_per_minute,
         );
         Arc::new(Gateway {
-            config,
+            config: Live::new(config),
             bus,
             tokens,
             auth,
             replica_id,
             reply_subject,
             metrics,
-            limits,
+            limits: Limits::default(),
             next_id: AtomicU64::new(1),
             state: Mutex::default(),
             recently_revoked: Mutex::default(),
@@ -196,7 +196,14 @@ impl Gateway {
         &self.metrics
     }
 
-    pub fn config(&self) -> &KpcConfig {
+    /// The current config: read it once per request and keep that snapshot.
+    pub fn config(&self) -> Arc<KpcConfig> {
+        self.config.get()
+    }
+
+    /// The handle that replaces the config while the gateway runs (listeners excepted: they
+    /// are bound at start).
+    pub fn live_config(&self) -> &Live<KpcConfig> {
         &self.config
     }
 
@@ -230,7 +237,7 @@ impl Gateway {
             revoked: revoked.clone(),
             taken_over: taken_over.clone(),
             pushes,
-            limits: self.limits.session(),
+            limits: SessionLimits::default(),
         };
         // Checked under the session lock that `revoke_credential` records under, so a revocation
         // either finds this session or is found here.
@@ -353,9 +360,12 @@ impl Gateway {
                 "the gateway is shutting down; reconnect to carry on",
             ));
         }
-        let within_rate = self.take_publish_token(session);
+        // One snapshot for the whole request: a config change applies to the next one.
+        let config = self.config.get();
+        let limits = &config.limits;
+        let within_rate = self.take_publish_token(session, limits);
         let request = RequestTopic::parse(topic).map_err(|e| KpError::new(400, e.to_string()))?;
-        let route = self.config.app_versions.get(request.app_version).ok_or_else(|| {
+        let route = config.app_versions.get(request.app_version).ok_or_else(|| {
             KpError::new(
                 404,
                 format!("unknown application version `{}`", request.app_version),
@@ -375,7 +385,7 @@ impl Gateway {
         let (token, resource_path) = request
             .endpoint_resource()
             .map_err(|e| KpError::new(400, e.to_string()))?;
-        let limit = self.config.limits.max_payload_bytes;
+        let limit = limits.max_payload_bytes;
         if payload.len() > limit {
             self.count_refusal(Limit::Payload);
             return Err(KpError::new(
@@ -387,9 +397,9 @@ impl Gateway {
             ));
         }
         if !within_rate {
-            return Err(self.over_publish_rate());
+            return Err(self.over_publish_rate(limits));
         }
-        let in_flight = self.take_in_flight(session)?;
+        let in_flight = self.take_in_flight(session, limits)?;
         let endpoint = self
             .identify(session, &route.application, request.app_version, token)
             .await?;
@@ -403,7 +413,7 @@ impl Gateway {
         let data = ClientData {
             correlation_id: correlation_id.clone(),
             timestamp: now_millis(),
-            timeout: self.config.limits.request_timeout_ms as i64,
+            timeout: limits.request_timeout_ms as i64,
             app_version_name: request.app_version.to_owned(),
             endpoint_id: Some(endpoint_id),
             resource_path: resource_path.to_owned(),
@@ -416,7 +426,7 @@ impl Gateway {
             qos,
             topic: topic.to_owned(),
             has_request_id: request.request_id.is_some() || always_answer,
-            deadline: Instant::now() + Duration::from_millis(self.config.limits.request_timeout_ms),
+            deadline: Instant::now() + Duration::from_millis(limits.request_timeout_ms),
             started,
             extension: metrics,
             _in_flight: in_flight,

@@ -72,6 +72,11 @@ impl Presence {
         }
     }
 
+    /// The extension instance these endpoints are tracked for.
+    pub fn instance(&self) -> &str {
+        &self.extension
+    }
+
     fn online(&self) -> MutexGuard<'_, HashMap<String, Online>> {
         // A panic while holding the lock cannot leave the map half-updated (single inserts and
         // removes), so a poisoned lock is still usable.

@@ -102,7 +102,7 @@ impl Gateway {
                 endpoints,
                 originator_replica_id: self.replica_id.clone(),
             };
-            self.emit(subject::elce_connected(&self.config.instance), event.to_avro())
+            self.emit(subject::elce_connected(&self.config().instance), event.to_avro())
                 .await;
         }
         Ok(identified)
@@ -123,8 +123,11 @@ impl Gateway {
             endpoints,
             originator_replica_id: self.replica_id.clone(),
         };
-        self.emit(subject::elce_disconnected(&self.config.instance), event.to_avro())
-            .await;
+        self.emit(
+            subject::elce_disconnected(&self.config().instance),
+            event.to_avro(),
+        )
+        .await;
     }
 
     async fn emit(&self, subject: String, payload: Vec<u8>) {

@@ -72,31 +72,24 @@ impl Limit {
     }
 }
 
-/// At most `max` things held at once; each [`Slot`] frees its place when dropped.
-#[derive(Debug, Clone)]
+/// Things held at once, each [`Slot`] freeing its place when dropped. The limit is given at each
+/// take, so that a config change applies to the next one (places already held stay held).
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Slots {
     held: Arc<AtomicUsize>,
-    max: usize,
 }
 
 impl Slots {
-    pub(crate) fn new(max: usize) -> Slots {
-        Slots {
-            held: Arc::default(),
-            max,
-        }
-    }
-
     /// How many places are held.
     fn held(&self) -> usize {
         self.held.load(Ordering::Acquire)
     }
 
-    /// A place, or `None` when all `max` are held.
-    pub(crate) fn try_take(&self) -> Option<Slot> {
+    /// A place, or `None` when `max` (or more) are held.
+    pub(crate) fn try_take(&self, max: usize) -> Option<Slot> {
         self.held
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max).then_some(n + 1)
+                (n < max).then_some(n + 1)
             })
             .ok()
             .map(|_| Slot(self.held.clone()))
@@ -113,39 +106,24 @@ impl Drop for Slot {
     }
 }
 
-/// The replica-wide counts and the limits every session is held to.
-#[derive(Debug)]
+/// The replica-wide counts. The limits themselves are read from the live config at each check.
+#[derive(Debug, Default)]
 pub(crate) struct Limits {
-    config: KpcLimits,
     connections: Slots,
     http_requests: Slots,
-    /// `None`: no publish rate limit.
-    publish_rate: Option<Rate>,
 }
 
-impl Limits {
-    pub(crate) fn new(config: &KpcLimits) -> Limits {
-        let per_second = config.max_publishes_per_second;
-        Limits {
-            connections: Slots::new(config.max_connections),
-            http_requests: Slots::new(config.max_http_requests_in_flight),
-            publish_rate: (per_second > 0).then(|| Rate::new(config.publish_burst, f64::from(per_second))),
-            config: config.clone(),
-        }
-    }
-
-    pub(crate) fn session(&self) -> SessionLimits {
-        SessionLimits {
-            in_flight: Slots::new(self.config.max_in_flight_per_connection),
-            publishes: self.publish_rate.map(|rate| rate.full(Instant::now())),
-        }
-    }
+/// The publish rate of `limits`; `None`: no publish rate limit.
+fn publish_rate(limits: &KpcLimits) -> Option<Rate> {
+    let per_second = limits.max_publishes_per_second;
+    (per_second > 0).then(|| Rate::new(limits.publish_burst, f64::from(per_second)))
 }
 
 /// What one session has used of its limits.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct SessionLimits {
     in_flight: Slots,
+    /// Filled at the first request under a publish rate.
     publishes: Option<Bucket>,
 }
 
@@ -160,7 +138,8 @@ impl Gateway {
     /// A place for one more MQTT session of this replica (any listener), held for its life;
     /// `None` (counted) when `maxConnections` are open.
     pub(crate) fn admit_connection(&self) -> Option<Slot> {
-        let slot = self.limits.connections.try_take();
+        let max = self.config().limits.max_connections;
+        let slot = self.limits.connections.try_take(max);
         if slot.is_none() {
             self.count_refusal(Limit::Connections);
         }
@@ -171,12 +150,12 @@ impl Gateway {
     /// is answered ([`Gateway::request`]); 429 (counted) when `maxHttpRequestsInFlight` are being
     /// served. Take it before reading the body, so that waiting bodies are bounded too.
     pub fn admit_http_request(&self) -> Result<Slot, KpError> {
-        self.limits.http_requests.try_take().ok_or_else(|| {
+        let max = self.config().limits.max_http_requests_in_flight;
+        self.limits.http_requests.try_take(max).ok_or_else(|| {
             self.refusal(
                 Limit::HttpInFlight,
                 format!(
-                    "too many 1/KP over HTTP requests at once (maxHttpRequestsInFlight is {}); try again later",
-                    self.limits.config.max_http_requests_in_flight
+                    "too many 1/KP over HTTP requests at once (maxHttpRequestsInFlight is {max}); try again later"
                 ),
             )
         })
@@ -196,25 +175,24 @@ impl Gateway {
 
     /// Takes one request from the session's publish bucket; `false` when it is over the rate.
     /// Every request takes one, even one refused later: bad requests cost the gateway work too.
-    pub(super) fn take_publish_token(&self, session: SessionId) -> bool {
-        let Some(rate) = self.limits.publish_rate else {
+    pub(super) fn take_publish_token(&self, session: SessionId, limits: &KpcLimits) -> bool {
+        let Some(rate) = publish_rate(limits) else {
             return true;
         };
+        let now = Instant::now();
         let mut state = self.state();
-        match state
-            .sessions
-            .get_mut(&session)
-            .and_then(|s| s.limits.publishes.as_mut())
-        {
-            Some(bucket) => rate.try_take(bucket, Instant::now()),
+        match state.sessions.get_mut(&session) {
+            Some(s) => {
+                let bucket = s.limits.publishes.get_or_insert_with(|| rate.full(now));
+                rate.try_take(bucket, now)
+            }
             // The session ended meanwhile; the request fails on that later.
             None => true,
         }
     }
 
     /// The 429 of a request over the publish rate.
-    pub(super) fn over_publish_rate(&self) -> KpError {
-        let limits = &self.limits.config;
+    pub(super) fn over_publish_rate(&self, limits: &KpcLimits) -> KpError {
         self.refusal(
             Limit::PublishRate,
             format!(
@@ -226,17 +204,17 @@ impl Gateway {
 
     /// A place for one more request of the session awaiting its answer, to be kept in its
     /// `Pending` entry; 429 when `maxInFlightPerConnection` requests already wait.
-    pub(super) fn take_in_flight(&self, session: SessionId) -> Result<Slot, KpError> {
+    pub(super) fn take_in_flight(&self, session: SessionId, limits: &KpcLimits) -> Result<Slot, KpError> {
+        let max = limits.max_in_flight_per_connection;
         let slot = match self.state().sessions.get(&session) {
-            Some(s) => s.limits.in_flight.try_take(),
+            Some(s) => s.limits.in_flight.try_take(max),
             None => return Err(KpError::new(410, "the session ended")),
         };
         slot.ok_or_else(|| {
             self.refusal(
                 Limit::InFlight,
                 format!(
-                    "too many requests of this connection await an answer (maxInFlightPerConnection is {})",
-                    self.limits.config.max_in_flight_per_connection
+                    "too many requests of this connection await an answer (maxInFlightPerConnection is {max})"
                 ),
             )
         })
@@ -245,7 +223,7 @@ impl Gateway {
     /// Whether the session may take on `token`: it already acts for it, or it acts for fewer
     /// than `maxTokensPerConnection`. Checked before the token provider is asked.
     pub(super) fn check_token_room(&self, session: SessionId, token: &str) -> Result<(), KpError> {
-        let max = self.limits.config.max_tokens_per_connection;
+        let max = self.config().limits.max_tokens_per_connection;
         let full = self
             .state()
             .sessions
@@ -270,15 +248,23 @@ mod tests {
 
     #[test]
     fn slots_refuse_beyond_the_limit_and_free_on_drop() {
-        let slots = Slots::new(2);
-        let a = slots.try_take();
-        let b = slots.try_take();
+        let slots = Slots::default();
+        let a = slots.try_take(2);
+        let b = slots.try_take(2);
         assert!(a.is_some() && b.is_some());
-        assert!(slots.try_take().is_none(), "two of two are held");
+        assert!(slots.try_take(2).is_none(), "two of two are held");
         drop(a);
-        let c = slots.try_take();
+        let c = slots.try_take(2);
         assert!(c.is_some(), "a dropped slot is free again");
-        assert!(slots.try_take().is_none());
+        assert!(slots.try_take(2).is_none());
+        assert!(
+            slots.try_take(3).is_some(),
+            "a raised limit applies to the next take"
+        );
+        assert!(
+            slots.try_take(1).is_none(),
+            "a lowered one refuses until enough are freed"
+        );
     }
 
     #[test]

@@ -103,7 +103,7 @@ impl Gateway {
                 Answer::Error(error)
             }
             Ok(()) => {
-                let timeout = Duration::from_millis(self.config.limits.request_timeout_ms);
+                let timeout = Duration::from_millis(self.config().limits.request_timeout_ms);
                 match tokio::time::timeout(timeout, handle.outbound.recv()).await {
                     Ok(Some(out)) if out.topic.ends_with("/status") => Answer::Status(out.payload),
                     Ok(Some(out)) => Answer::Error(

@@ -114,7 +114,7 @@ impl Gateway {
 
     /// How long a revoked credential is remembered: longer than any CONNECT can be in flight.
     fn forget_after(&self) -> Duration {
-        Duration::from_millis(self.config.limits.auth_timeout_ms.saturating_mul(2))
+        Duration::from_millis(self.config().limits.auth_timeout_ms.saturating_mul(2))
             .max(Duration::from_secs(10))
     }
 

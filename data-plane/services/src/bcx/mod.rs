@@ -12,6 +12,7 @@
 //! place to back up, the same code on SQLite and PostgreSQL. Uploads are limited to
 //! `maxUploadBytes` (413 beyond).
 
+use kaa_blueprint::config::Live;
 use std::sync::Arc;
 
 use kaa_bus::Bus;
@@ -42,7 +43,8 @@ pub use crate::ServeError;
 pub struct BcxState {
     store: Store,
     bus: Bus,
-    config: Arc<Config>,
+    /// Read once per request ([`Self::config`]); replaced by a live config change.
+    config: Live<Config>,
 }
 
 impl BcxState {
@@ -56,16 +58,22 @@ impl BcxState {
         Ok(BcxState {
             store,
             bus,
-            config: Arc::new(config),
+            config: Live::new(config),
         })
     }
 
-    pub fn config(&self) -> &Config {
+    /// The current config: read it once per request and keep that snapshot.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.get()
+    }
+
+    /// The handle that replaces the config while the service runs.
+    pub fn live_config(&self) -> &Live<Config> {
         &self.config
     }
 
     fn token_ttl_ms(&self) -> i64 {
-        i64::try_from(self.config.token_ttl_ms).unwrap_or(i64::MAX)
+        i64::try_from(self.config().token_ttl_ms).unwrap_or(i64::MAX)
     }
 }
 
@@ -82,7 +90,7 @@ pub async fn handle(state: &BcxState, data: ClientData) -> ExtensionData {
             format!("unknown BCX resource path {other:?}; supported: /token"),
         )),
     };
-    extension::answer(data, &state.config.instance, outcome)
+    extension::answer(data, &state.config().instance, outcome)
 }
 
 async fn issue(state: &BcxState, endpoint_id: &str, app_version: &str) -> Result<Option<Vec<u8>>, Failure> {
@@ -94,7 +102,7 @@ async fn issue(state: &BcxState, endpoint_id: &str, app_version: &str) -> Result
     state
         .store
         .add_upload_token(
-            &state.config.instance,
+            &state.config().instance,
             token.expose(),
             &grant,
             state.token_ttl_ms(),
@@ -109,7 +117,7 @@ async fn issue(state: &BcxState, endpoint_id: &str, app_version: &str) -> Result
 
 /// Runs the device side of BCX until `shutdown` is cancelled.
 pub async fn serve(state: BcxState, shutdown: CancellationToken) -> Result<(), ServeError> {
-    let config = state.config.clone();
+    let config = state.config().clone();
     let subject = subject::esp_client_data(&config.instance);
     let requests = worker::subscribe(&state.bus, subject, &config.instance, |subject, source| {
         ServeError::Subscribe { subject, source }

@@ -38,7 +38,7 @@ const MAX_NAME_LEN: usize = 255;
 
 /// The BCX REST routes (absolute paths), ready to merge into the binary's app.
 pub fn router(state: BcxState) -> Router {
-    let limit = state.config.max_upload_bytes;
+    let limit = state.config().max_upload_bytes;
     Router::new()
         .route(UPLOAD_PATH, post(upload))
         .route("/bcx/api/v1/endpoints/{endpoint_id}/binary-data", get(list))
@@ -88,7 +88,7 @@ async fn upload(
         })?;
     let grant = state
         .store
-        .upload_grant(&state.config.instance, token, state.token_ttl_ms())
+        .upload_grant(&state.config().instance, token, state.token_ttl_ms())
         .await
         .map_err(storage)?
         .ok_or_else(|| AppError::Unauthorized("the upload token is unknown or expired".into()))?;
@@ -98,7 +98,11 @@ async fn upload(
             "the query parameter `name` must be 1-{MAX_NAME_LEN} bytes without control characters"
         )));
     }
-    let body = limited_body(body, state.config.max_upload_bytes, "an upload (maxUploadBytes)")?;
+    let body = limited_body(
+        body,
+        state.config().max_upload_bytes,
+        "an upload (maxUploadBytes)",
+    )?;
     let content_type = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -106,7 +110,7 @@ async fn upload(
     let info = state
         .store
         .put_blob(
-            &state.config.instance,
+            &state.config().instance,
             &grant.endpoint_id,
             &name,
             content_type,
@@ -123,7 +127,7 @@ async fn list(
 ) -> Result<Json<Value>, AppError> {
     let blobs = state
         .store
-        .blobs(&state.config.instance, &endpoint_id)
+        .blobs(&state.config().instance, &endpoint_id)
         .await
         .map_err(storage)?;
     Ok(Json(
@@ -137,7 +141,7 @@ async fn download(
 ) -> Result<Response, AppError> {
     let (info, content) = state
         .store
-        .blob(&state.config.instance, &endpoint_id, &name)
+        .blob(&state.config().instance, &endpoint_id, &name)
         .await
         .map_err(storage)?
         .ok_or_else(|| AppError::NotFound(format!("endpoint {endpoint_id} has no upload named {name:?}")))?;

@@ -31,7 +31,7 @@ pub async fn handle(state: &CexState, reply_to: Option<&str>, data: ClientData) 
             route(state, endpoint_id, &data.resource_path, &data.payload).await
         }
     };
-    extension::answer(data, &state.config.instance, outcome)
+    extension::answer(data, &state.config().instance, outcome)
 }
 
 async fn route(
@@ -88,7 +88,7 @@ async fn pull(
     }
     let commands = state
         .store
-        .outstanding_commands(&state.config.instance, endpoint_id, Some(command_type))
+        .outstanding_commands(&state.config().instance, endpoint_id, Some(command_type))
         .await
         .map_err(internal)?;
     let ids: Vec<i64> = commands.iter().map(|c| c.id).collect();

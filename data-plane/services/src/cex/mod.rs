@@ -16,6 +16,7 @@
 //! `kp1/{av}/{cex}/{token}/command/{type}/status` without request id, as a JSON array
 //! `[{"id": n, "payload": ...}]`; ids start at 1 (the official client drops a falsy 0).
 
+use kaa_blueprint::config::Live;
 use std::{sync::Arc, time::Duration};
 
 use kaa_bus::Bus;
@@ -74,7 +75,8 @@ pub fn is_valid_command_type(command_type: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct CexState {
     store: Store,
-    config: Arc<Config>,
+    /// Read once per request ([`Self::config`]); replaced by a live config change.
+    config: Live<Config>,
     presence: Presence,
     epr: EprClient,
     /// Bumped on every recorded result, so that REST callers awaiting one wake up.
@@ -92,13 +94,19 @@ impl CexState {
         Ok(CexState {
             store,
             presence: Presence::new(bus.clone(), &config.instance),
-            config: Arc::new(config),
+            config: Live::new(config),
             epr,
             results: Arc::new(watch::channel(0).0),
         })
     }
 
-    pub fn config(&self) -> &Config {
+    /// The current config: read it once per request and keep that snapshot.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.get()
+    }
+
+    /// The handle that replaces the config while the service runs.
+    pub fn live_config(&self) -> &Live<Config> {
         &self.config
     }
 
@@ -112,7 +120,7 @@ impl CexState {
 
     fn scope<'a>(&'a self, endpoint_id: &'a str, command_type: &'a str) -> kaa_store::cex::CommandScope<'a> {
         kaa_store::cex::CommandScope {
-            instance: &self.config.instance,
+            instance: self.presence.instance(),
             endpoint_id,
             command_type,
         }
@@ -146,7 +154,7 @@ impl CexState {
     async fn on_connect(&self, endpoint_id: &str) {
         let outstanding = match self
             .store
-            .outstanding_commands(&self.config.instance, endpoint_id, None)
+            .outstanding_commands(&self.config().instance, endpoint_id, None)
             .await
         {
             Ok(commands) => commands,
@@ -176,7 +184,7 @@ fn commands_json(commands: &[Command]) -> Value {
 ///
 /// Returns early only if a subscription cannot be made.
 pub async fn serve(state: CexState, shutdown: CancellationToken) -> Result<(), ServeError> {
-    let config = state.config.clone();
+    let config = state.config().clone();
     presence::serve_extension(
         "cex",
         &config.instance,

@@ -147,10 +147,10 @@ async fn invoke(
                 "awaitTimeout must be a number of seconds >= 0".into(),
             ));
         }
-        Some(s) => Duration::from_secs_f64(s).min(Duration::from_millis(state.config.max_await_ms)),
+        Some(s) => Duration::from_secs_f64(s).min(Duration::from_millis(state.config().max_await_ms)),
         None => Duration::ZERO,
     };
-    let ttl = q.command_ttl.unwrap_or(state.config.default_command_ttl_ms);
+    let ttl = q.command_ttl.unwrap_or(state.config().default_command_ttl_ms);
     let ttl = i64::try_from(ttl).unwrap_or(i64::MAX);
     let cid = uuid::Uuid::new_v4().to_string();
     state

@@ -35,6 +35,7 @@
 //! with Kubernetes Secrets, which `kubectl` or the operator may change too, the backend's watch
 //! (for every change, CM's own included), published by [`serve`].
 
+use kaa_blueprint::config::Live;
 use std::sync::Arc;
 
 use kaa_bus::Bus;
@@ -99,8 +100,10 @@ fn check_names(config: &Config) -> Result<(), ConfigError> {
 pub struct CmState {
     store: CredentialStore,
     bus: Bus,
-    config: Arc<Config>,
-    passwords: Passwords,
+    /// Read once per request ([`Self::config`]); replaced by a live config change.
+    config: Live<Config>,
+    /// Follows `passwordHash`: rebuilt when a live config change alters it.
+    passwords: Live<Passwords>,
     replica: Arc<str>,
 }
 
@@ -114,9 +117,9 @@ impl CmState {
         Ok(CmState {
             store: store.into(),
             bus,
-            passwords,
+            passwords: Live::new(passwords),
             replica: Arc::from(config.instance.as_str()),
-            config: Arc::new(config),
+            config: Live::new(config),
         })
     }
 
@@ -134,16 +137,28 @@ impl CmState {
         &self.bus
     }
 
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// The current config: read it once per request and keep that snapshot.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.get()
     }
 
     pub fn replica(&self) -> &str {
         &self.replica
     }
 
-    pub(crate) fn passwords(&self) -> &Passwords {
-        &self.passwords
+    pub(crate) fn passwords(&self) -> Arc<Passwords> {
+        self.passwords.get()
+    }
+
+    /// Replaces the config while the service runs (the instance names must stay); a changed
+    /// `passwordHash` applies to passwords set from now on.
+    pub fn apply_config(&self, config: Config) -> Result<(), ConfigError> {
+        check_names(&config)?;
+        if config.password_hash != self.config().password_hash {
+            self.passwords.set(Passwords::new(&config.password_hash)?);
+        }
+        self.config.set(config);
+        Ok(())
     }
 
     /// Moves a token to `to` (see [`TokenStatus::can_become`]; a forbidden move is a 409), and
@@ -186,7 +201,7 @@ impl CmState {
             token_ids,
             originator_replica_id: self.replica.to_string(),
         };
-        self.broadcast(subject::ecap_token_revoked(&self.config.instance), event)
+        self.broadcast(subject::ecap_token_revoked(&self.config().instance), event)
             .await;
     }
 
@@ -206,7 +221,7 @@ impl CmState {
             credential_id: credential_id.to_owned(),
             originator_replica_id: self.replica.to_string(),
         };
-        self.broadcast(subject::ecap_credential_revoked(&self.config.instance), event)
+        self.broadcast(subject::ecap_credential_revoked(&self.config().instance), event)
             .await;
     }
 

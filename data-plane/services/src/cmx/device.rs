@@ -39,7 +39,7 @@ pub async fn handle(state: &CmxState, reply_to: Option<&str>, data: ClientData) 
             }
         }
     };
-    extension::answer(data, &state.config.instance, outcome)
+    extension::answer(data, &state.config().instance, outcome)
 }
 
 fn internal(e: impl std::fmt::Display) -> Failure {

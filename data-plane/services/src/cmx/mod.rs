@@ -15,6 +15,7 @@
 //! (its override, else its version's default) changes while it is online. Never pushed: no
 //! configuration (the official client iterates `config`), or one the endpoint reported applied.
 
+use kaa_blueprint::config::Live;
 use std::sync::Arc;
 
 use kaa_bus::Bus;
@@ -57,7 +58,10 @@ pub fn validate(config: &Config) -> Result<(), ServeError> {
 #[derive(Debug, Clone)]
 pub struct CmxState {
     store: Store,
-    config: Arc<Config>,
+    /// Read once per request ([`Self::config`]); replaced by a live config change.
+    config: Live<Config>,
+    /// `configName`, fixed at start: it keys the REST routes and the stored documents.
+    name: Arc<str>,
     presence: Presence,
 }
 
@@ -67,11 +71,18 @@ impl CmxState {
         Ok(CmxState {
             store,
             presence: Presence::new(bus.clone(), &config.instance),
-            config: Arc::new(config),
+            name: Arc::from(config.config_name.as_str()),
+            config: Live::new(config),
         })
     }
 
-    pub fn config(&self) -> &Config {
+    /// The current config: read it once per request and keep that snapshot.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.get()
+    }
+
+    /// The handle that replaces the config while the service runs.
+    pub fn live_config(&self) -> &Live<Config> {
         &self.config
     }
 
@@ -79,8 +90,8 @@ impl CmxState {
         &self.presence
     }
 
-    fn name(&self) -> &str {
-        &self.config.config_name
+    pub(crate) fn name(&self) -> &str {
+        &self.name
     }
 
     /// Pushes the endpoint's effective configuration if it is online, has one, and has not
@@ -134,7 +145,7 @@ fn config_json(doc: &ConfigDoc) -> Vec<u8> {
 ///
 /// Returns early only if a subscription cannot be made.
 pub async fn serve(state: CmxState, shutdown: CancellationToken) -> Result<(), ServeError> {
-    let config = state.config.clone();
+    let config = state.config().clone();
     presence::serve_extension(
         "cmx",
         &config.instance,

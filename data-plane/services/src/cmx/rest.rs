@@ -64,14 +64,11 @@ pub fn router(states: Vec<CmxState>) -> Router {
     // (2 MiB) must not cut in first.
     let limit = states
         .iter()
-        .map(|s| s.config.max_config_bytes)
+        .map(|s| s.config().max_config_bytes)
         .max()
         .unwrap_or(0);
     let instances = Instances(Arc::new(
-        states
-            .into_iter()
-            .map(|s| (s.config.config_name.clone(), s))
-            .collect(),
+        states.into_iter().map(|s| (s.name().to_owned(), s)).collect(),
     ));
     Router::new()
         .route(
@@ -140,7 +137,7 @@ async fn put(
     let state = instances.get(name)?;
     let body = limited_body(
         body,
-        state.config.max_config_bytes,
+        state.config().max_config_bytes,
         "a configuration (maxConfigBytes)",
     )?;
     let config: Value = parse_json(headers, &body, Media::Json)?;

@@ -19,6 +19,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use kaa_blueprint::config::Live;
 use kaa_bus::{Bus, BusError, Message};
 use kaa_protocol::{
     avro::AvroRecord,
@@ -64,7 +65,8 @@ pub fn validate(config: &Config) -> Result<(), ServeError> {
 #[derive(Debug, Clone)]
 pub struct Dcx {
     bus: Bus,
-    config: std::sync::Arc<Config>,
+    /// Read once per request; replaced by a live config change.
+    config: Live<Config>,
     /// Where receivers answer this replica.
     reply_subject: String,
     acks: acks::Acks,
@@ -74,10 +76,12 @@ pub struct Dcx {
 /// this replica's answer subject.
 pub async fn serve(
     bus: Bus,
-    config: Config,
+    config: impl Into<Live<Config>>,
     replica: &str,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
+    let live = config.into();
+    let config = live.get();
     validate(&config)?;
     let subscribe_error = |subject, source| ServeError::Subscribe { subject, source };
     let reply_subject = subject::dstp_processed_replica(replica);
@@ -97,14 +101,14 @@ pub async fn serve(
         bus: bus.clone(),
         reply_subject,
         acks: acks::Acks::default(),
-        config: std::sync::Arc::new(config),
+        config: live,
     };
     let router = {
         let (acks, stop) = (dcx.acks.clone(), shutdown.clone());
         tokio::spawn(async move { acks.route(answers, stop).await })
     };
-    tracing::info!(instance = %dcx.config.instance, versions = dcx.config.app_versions.len(), "DCX ready");
-    let max_in_flight = dcx.config.max_in_flight;
+    tracing::info!(instance = %config.instance, versions = config.app_versions.len(), "DCX ready");
+    let max_in_flight = config.max_in_flight;
     worker::run(
         "dcx.esp.ClientData",
         requests,
@@ -146,7 +150,7 @@ impl Dcx {
             timestamp: now_millis(),
             timeout: 0,
             app_version_name: Some(data.app_version_name),
-            extension_instance_name: Some(self.config.instance.clone()),
+            extension_instance_name: Some(self.config.get().instance.clone()),
             endpoint_id: data.endpoint_id,
             resource_path: data.resource_path,
             request_id: data.request_id,
@@ -157,6 +161,7 @@ impl Dcx {
     }
 
     async fn collect(&self, data: &ClientData) -> Result<(), (i32, String)> {
+        let config = self.config.get();
         let Some(endpoint_id) = &data.endpoint_id else {
             return Err((
                 400,
@@ -169,7 +174,7 @@ impl Dcx {
                 format!("unknown resource {}: 2/DCP has /json", data.resource_path),
             ));
         }
-        let Some(settings) = self.config.app_versions.get(&data.app_version_name) else {
+        let Some(settings) = config.app_versions.get(&data.app_version_name) else {
             return Err((
                 404,
                 format!("application version {} is not served here", data.app_version_name),
@@ -188,13 +193,13 @@ impl Dcx {
             correlation_id: correlation_id.clone(),
             // When the gateway received the samples: receivers use it for samples without a time.
             timestamp: data.timestamp,
-            timeout: i64::try_from(self.config.receiver_timeout_ms).unwrap_or(i64::MAX),
+            timeout: i64::try_from(config.receiver_timeout_ms).unwrap_or(i64::MAX),
             app_version_name: data.app_version_name.clone(),
             endpoint_id: endpoint_id.clone(),
             content_type: collection::JSON.to_owned(),
             data_samples: samples,
         };
-        let subject = subject::dstp_data_samples(&self.config.instance);
+        let subject = subject::dstp_data_samples(&config.instance);
         let payload = Bytes::from(event.to_avro());
         tracing::debug!(request = %data.correlation_id, batch = %correlation_id, "forwarding data samples");
         if reliable.is_empty() {
@@ -205,7 +210,7 @@ impl Dcx {
             .publish_with_reply(&subject, &self.reply_subject, payload)
             .await
             .map_err(unavailable)?;
-        let timeout = Duration::from_millis(self.config.receiver_timeout_ms);
+        let timeout = Duration::from_millis(config.receiver_timeout_ms);
         let (answers, missing) = waiter.collect(&reliable, timeout).await;
         let failed: Vec<String> = answers
             .iter()
@@ -229,7 +234,7 @@ impl Dcx {
                 format!(
                     "no confirmation from {} within {} ms",
                     missing.join(", "),
-                    self.config.receiver_timeout_ms
+                    config.receiver_timeout_ms
                 ),
             )),
         }

@@ -20,11 +20,11 @@
 use std::{
     collections::BTreeMap,
     hash::{Hash, Hasher},
-    sync::Arc,
     time::Duration,
 };
 
 use bytes::Bytes;
+use kaa_blueprint::config::Live;
 use kaa_bus::Bus;
 use kaa_protocol::{
     avro::AvroRecord,
@@ -120,7 +120,16 @@ pub fn supersedes(at: i64, stored: Option<i64>) -> bool {
 /// Events are read in order and each endpoint's changes go to one of `maxInFlight` lanes (by a
 /// hash of its id) that applies them one after the other: one endpoint's changes are applied in
 /// the order this replica received them, different endpoints' concurrently.
-pub async fn serve(bus: Bus, config: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
+///
+/// The settings (keys, timeout) are read from the live config once per change recorded; the
+/// instance names and `maxInFlight` are fixed at start.
+pub async fn serve(
+    bus: Bus,
+    config: impl Into<Live<Config>>,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let live = config.into();
+    let config = live.get();
     validate(&config)?;
     let mut sub = worker::subscribe(
         &bus,
@@ -129,20 +138,20 @@ pub async fn serve(bus: Bus, config: Config, shutdown: CancellationToken) -> Res
         |subject, source| ServeError::Subscribe { subject, source },
     )
     .await?;
-    let epr = EprClient::new(
-        bus.clone(),
-        config.epr_instance.clone(),
-        Duration::from_millis(config.settings.request_timeout_ms),
-    );
     tracing::info!(instance = %config.instance, epr = %config.epr_instance, "EPL ready");
-    let config = Arc::new(config);
     let mut lanes = Vec::new();
     let mut workers = JoinSet::new();
     for _ in 0..config.settings.max_in_flight.max(1) {
         let (tx, mut rx) = mpsc::channel::<Change>(LANE_DEPTH);
-        let (bus, epr, config) = (bus.clone(), epr.clone(), config.clone());
+        let (bus, live) = (bus.clone(), live.clone());
         workers.spawn(async move {
             while let Some(change) = rx.recv().await {
+                let config = live.get();
+                let epr = EprClient::new(
+                    bus.clone(),
+                    config.epr_instance.clone(),
+                    Duration::from_millis(config.settings.request_timeout_ms),
+                );
                 if let Err(f) = record(&epr, &config.settings, &change).await {
                     tracing::warn!(endpoint_id = %change.endpoint_id, error = %f, "connectivity not recorded");
                 }

@@ -20,6 +20,7 @@
 
 use std::time::Duration;
 
+use kaa_blueprint::config::Live;
 use kaa_bus::Bus;
 use kaa_protocol::{
     esp::{ClientData, ExtensionData},
@@ -68,10 +69,18 @@ pub fn validate(config: &Config) -> Result<(), ServeError> {
     Ok(())
 }
 
-/// Runs EPMX until `shutdown` is cancelled (then waits for requests in flight).
+/// Runs EPMX until `shutdown` is cancelled (then waits for requests in flight). Each request
+/// reads the live config once: a changed `platformKeys` or timeout applies to the next request
+/// (the instance names and `maxInFlight` are fixed at start).
 ///
 /// Returns early only if the config is invalid or the subscription cannot be made.
-pub async fn serve(bus: Bus, config: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
+pub async fn serve(
+    bus: Bus,
+    config: impl Into<Live<Config>>,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let live = config.into();
+    let config = live.get();
     validate(&config)?;
     let subject = subject::esp_client_data(&config.instance);
     let sub = worker::subscribe(&bus, subject, &config.instance, |subject, source| {
@@ -79,13 +88,7 @@ pub async fn serve(bus: Bus, config: Config, shutdown: CancellationToken) -> Res
     })
     .await?;
     tracing::info!(instance = %config.instance, epr = %config.epr_instance, "EPMX ready");
-    let epr = EprClient::new(
-        bus.clone(),
-        config.epr_instance.clone(),
-        Duration::from_millis(config.request_timeout_ms),
-    );
-    let instance = config.instance.clone();
-    let platform_keys = std::sync::Arc::new(config.platform_keys.clone());
+    let epr_bus = bus.clone();
     extension::serve_client_data(
         "epmx.esp.ClientData",
         &bus,
@@ -93,10 +96,13 @@ pub async fn serve(bus: Bus, config: Config, shutdown: CancellationToken) -> Res
         config.max_in_flight,
         &shutdown,
         move |_msg, data| {
-            let epr = epr.clone();
-            let instance = instance.clone();
-            let platform_keys = platform_keys.clone();
-            async move { handle(&epr, &instance, &platform_keys, data).await }
+            let config = live.get();
+            let epr = EprClient::new(
+                epr_bus.clone(),
+                config.epr_instance.clone(),
+                Duration::from_millis(config.request_timeout_ms),
+            );
+            async move { handle(&epr, &config.instance, &config.platform_keys, data).await }
         },
     )
     .await;

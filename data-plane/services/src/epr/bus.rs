@@ -51,7 +51,12 @@ pub async fn serve(
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
-    let state = EprState::new(store, bus.clone(), config)?;
+    serve_state(EprState::new(store, bus, config)?, shutdown).await
+}
+
+/// [`serve`] sharing `state` (and so its live config) with the REST API.
+pub async fn serve_state(state: EprState, shutdown: CancellationToken) -> Result<(), ServeError> {
+    let bus = state.bus().clone();
     let instance = state.config().instance.clone();
     let subscribe = |subject| {
         worker::subscribe(&bus, subject, &instance, |subject, source| {

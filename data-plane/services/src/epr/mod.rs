@@ -15,6 +15,7 @@
 //! version, and an application is the set of versions the config lists under its name. Listing
 //! by `applicationName` goes through that mapping.
 
+use kaa_blueprint::config::Live;
 use std::sync::Arc;
 
 use kaa_bus::Bus;
@@ -24,7 +25,7 @@ pub mod bus;
 pub mod error;
 pub mod rest;
 
-pub use bus::{ServeError, serve};
+pub use bus::{ServeError, serve, serve_state};
 pub use error::AppError;
 pub use rest::router;
 
@@ -92,7 +93,8 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
 pub struct EprState {
     store: Store,
     bus: Bus,
-    config: Arc<Config>,
+    /// Read once per request ([`Self::config`]); replaced by a live config change.
+    config: Live<Config>,
     replica: Arc<str>,
 }
 
@@ -106,7 +108,7 @@ impl EprState {
             store,
             bus,
             replica: Arc::from(config.instance.as_str()),
-            config: Arc::new(config),
+            config: Live::new(config),
         })
     }
 
@@ -124,7 +126,13 @@ impl EprState {
         &self.bus
     }
 
-    pub fn config(&self) -> &Config {
+    /// The current config: read it once per request and keep that snapshot.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.get()
+    }
+
+    /// The handle that replaces the config while the service runs.
+    pub fn live_config(&self) -> &Live<Config> {
         &self.config
     }
 

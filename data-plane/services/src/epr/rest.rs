@@ -245,7 +245,8 @@ async fn list(
         (None, None) => None,
         (None, Some(version)) => Some(vec![version]),
         (Some(app), version) => {
-            let versions = state.config().versions_of(app).unwrap_or_default();
+            let config = state.config();
+            let versions = config.versions_of(app).unwrap_or_default();
             Some(match version {
                 Some(v) => versions.iter().filter(|x| **x == v).cloned().collect(),
                 None => versions.to_vec(),
@@ -438,7 +439,8 @@ struct ApplicationJson {
 /// Not in Kaa's EPR (its applications live in a separate service): the applications and versions
 /// this EPR accepts, so that clients such as the dashboard can offer them without guessing.
 async fn applications(State(state): State<EprState>) -> Json<Vec<ApplicationJson>> {
-    let apps = state.config().applications.iter();
+    let config = state.config();
+    let apps = config.applications.iter();
     Json(
         apps.map(|a| ApplicationJson {
             name: a.name.clone(),
@@ -492,8 +494,8 @@ fn includes_metadata(include: Option<&str>) -> Result<bool, AppError> {
 }
 
 fn known_versions(state: &EprState) -> String {
-    let all: Vec<&str> = state
-        .config()
+    let config = state.config();
+    let all: Vec<&str> = config
         .applications
         .iter()
         .flat_map(|a| a.versions.iter().map(String::as_str))

@@ -87,7 +87,8 @@ async fn store_samples(state: &EptsState, event: DataSamplesEvent) -> Outcome {
             )),
         );
     }
-    let Some(settings) = state.config().applications.get(app) else {
+    let config = state.config();
+    let Some(settings) = config.applications.get(&app) else {
         // Nothing to extract for this application: stored (as nothing), not an error.
         return (
             200,

@@ -15,7 +15,8 @@
 //! applications map one to the other). Subscriptions use the instance name as queue group, so
 //! each event is stored once per EPTS instance however many replicas run.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use kaa_blueprint::config::Live;
+use std::{sync::Arc, time::Duration};
 
 use kaa_bus::Bus;
 use kaa_protocol::subject;
@@ -106,24 +107,17 @@ pub fn validate(config: &Config) -> Result<(), ServeError> {
 #[derive(Debug, Clone)]
 pub struct EptsState {
     store: Store,
-    config: Arc<Config>,
-    /// Application version -> application.
-    applications: Arc<BTreeMap<String, String>>,
+    /// Read once per request ([`Self::config`]); replaced by a live config change.
+    config: Live<Config>,
 }
 
 impl EptsState {
     /// Validates `config` and bundles it with the store.
     pub fn new(store: Store, config: Config) -> Result<Self, ServeError> {
         validate(&config)?;
-        let applications = config
-            .app_versions
-            .iter()
-            .flat_map(|a| a.versions.iter().map(|v| (v.clone(), a.name.clone())))
-            .collect();
         Ok(Self {
             store,
-            config: Arc::new(config),
-            applications: Arc::new(applications),
+            config: Live::new(config),
         })
     }
 
@@ -131,18 +125,29 @@ impl EptsState {
         &self.store
     }
 
-    pub fn config(&self) -> &Config {
+    /// The current config: read it once per request and keep that snapshot.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.get()
+    }
+
+    /// The handle that replaces the config while the service runs.
+    pub fn live_config(&self) -> &Live<Config> {
         &self.config
     }
 
     /// The application of an application version.
-    pub fn application_of(&self, app_version: &str) -> Option<&str> {
-        self.applications.get(app_version).map(String::as_str)
+    pub fn application_of(&self, app_version: &str) -> Option<String> {
+        let config = self.config();
+        let app = config
+            .app_versions
+            .iter()
+            .find(|a| a.versions.iter().any(|v| v == app_version));
+        app.map(|a| a.name.clone())
     }
 
     /// Whether the Blueprint has this application.
     pub fn has_application(&self, name: &str) -> bool {
-        self.config.app_versions.iter().any(|a| a.name == name)
+        self.config().app_versions.iter().any(|a| a.name == name)
     }
 }
 
