@@ -4,6 +4,7 @@
 //! The `kaa-operator` binary is `$KAA_OPERATOR_BIN` or `target/debug/kaa-operator`.
 
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
 };
@@ -133,4 +134,44 @@ impl Drop for ConfigProvider {
             eprintln!("----- kaa-operator provide -----\n{out}{log}");
         }
     }
+}
+
+/// The ports a gateway process logged that it listens on, by listener (`mqtt`, `ws`, ...): a
+/// gateway told to listen on port 0 gets its ports from the system.
+pub async fn listening(process: &crate::Process) -> BTreeMap<String, u16> {
+    eventually(DEADLINE, &format!("{} to log its ports", process.name()), || {
+        let ports = logged_ports(&process.log());
+        async move { ports.contains_key("mqtt").then_some(ports) }
+    })
+    .await
+}
+
+fn logged_ports(log: &str) -> BTreeMap<String, u16> {
+    strip_ansi(log)
+        .lines()
+        .filter(|l| l.contains("KPC listening"))
+        .filter_map(|line| {
+            let field = |name: &str| {
+                line.split_whitespace()
+                    .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+                    .map(|v| v.trim_matches('"').to_owned())
+            };
+            let port = field("addr")?.rsplit_once(':')?.1.parse().ok()?;
+            Some((field("listener")?, port))
+        })
+        .collect()
+}
+
+/// `text` without terminal colour codes (`ESC [ ... letter`).
+fn strip_ansi(text: &str) -> String {
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            chars.by_ref().find(char::is_ascii_alphabetic);
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
 }
