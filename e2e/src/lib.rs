@@ -5,8 +5,11 @@
 //!   plus one `kaa run` process per service, state in SQLite files or on PostgreSQL), with its MQTT and HTTP addresses and the admin token
 //!   its REST calls send.
 //! - [`Device`] (from kaa-testkit): an MQTT client that never subscribes, like the official Kaa client.
+//! - [`provide`]: `kaa-operator provide` (the config provider for a Blueprint file) and its events;
+//!   [`Platform::cluster_provided`] runs cluster mode following it.
 //!
-//! The `kaa` binary is `$KAA_BIN` or `target/debug/kaa` (`make test` builds it first).
+//! The `kaa` binary is `$KAA_BIN` or `target/debug/kaa`, `kaa-operator` (for [`provide`]) is
+//! `$KAA_OPERATOR_BIN` or `target/debug/kaa-operator` (`make test` builds both first).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)] // test harness: fail loudly
 
 use std::collections::BTreeMap;
@@ -26,13 +29,18 @@ pub use kaa_testkit::DEADLINE;
 
 /// The `kaa` binary under test.
 pub fn kaa_bin() -> PathBuf {
-    if let Ok(path) = std::env::var("KAA_BIN") {
+    binary("KAA_BIN", "kaa")
+}
+
+/// The binary `$env_var` names, else `target/debug/{name}` (built by `cargo build -p {name}`).
+fn binary(env_var: &str, name: &str) -> PathBuf {
+    if let Ok(path) = std::env::var(env_var) {
         return PathBuf::from(path);
     }
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/kaa");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../target/debug/{name}"));
     assert!(
         path.exists(),
-        "{} is missing: run `cargo build -p kaa` first (`make test` does)",
+        "{} is missing: run `cargo build -p {name}` first (`make test` does)",
         path.display()
     );
     path

@@ -16,16 +16,7 @@ use crate::DEADLINE;
 
 /// The `kaa-operator` binary under test.
 pub fn operator_bin() -> PathBuf {
-    if let Ok(path) = std::env::var("KAA_OPERATOR_BIN") {
-        return PathBuf::from(path);
-    }
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/kaa-operator");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build -p kaa-operator` first",
-        path.display()
-    );
-    path
+    crate::binary("KAA_OPERATOR_BIN", "kaa-operator")
 }
 
 /// A running `kaa-operator provide`; killed when dropped (its log printed if the test failed).

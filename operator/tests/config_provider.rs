@@ -61,6 +61,17 @@ impl Operator {
         self.observed(1).await
     }
 
+    /// Changes the Blueprint (to generation 2) and waits for its status.
+    async fn edit(&self, change: impl FnOnce(&mut Blueprint)) {
+        let mut bp = self.blueprints.get("quickstart").await.unwrap();
+        change(&mut bp);
+        self.blueprints
+            .replace("quickstart", &PostParams::default(), &bp)
+            .await
+            .unwrap();
+        self.observed(2).await;
+    }
+
     async fn observed(&self, generation: i64) -> Value {
         eventually(WAIT, "the status to describe the generation", || async {
             let bp = self.blueprint();
@@ -147,14 +158,9 @@ async fn the_config_token_secret_is_created_once_and_never_replaced() {
     assert!(token.len() >= 40, "a long random token");
     assert!(operator.provider.config(&token, "kpc").is_ok());
     // An edit reconciles again: the token pods hold stays.
-    let mut bp = operator.blueprints.get("quickstart").await.unwrap();
-    bp.spec.blueprint.services[0].replicas = 2;
     operator
-        .blueprints
-        .replace("quickstart", &PostParams::default(), &bp)
-        .await
-        .unwrap();
-    operator.observed(2).await;
+        .edit(|bp| bp.spec.blueprint.services[0].replicas = 2)
+        .await;
     assert_eq!(operator.token(), token);
 
     // A Secret that exists before the Blueprint is used as it is.
@@ -265,16 +271,13 @@ async fn a_config_only_edit_changes_one_version_and_no_pod_template() {
     let before: Vec<String> = instances.iter().map(|i| version(i)).collect();
     let templates: Vec<Value> = ["kpc", "epmx"].iter().map(|i| operator.template(i)).collect();
 
-    let mut bp = operator.blueprints.get("quickstart").await.unwrap();
-    bp.spec.blueprint.services[0]
-        .config
-        .insert("limits".into(), json!({"maxConnections": 5}));
     operator
-        .blueprints
-        .replace("quickstart", &PostParams::default(), &bp)
-        .await
-        .unwrap();
-    operator.observed(2).await;
+        .edit(|bp| {
+            bp.spec.blueprint.services[0]
+                .config
+                .insert("limits".into(), json!({"maxConnections": 5}));
+        })
+        .await;
 
     let after: Vec<String> = instances.iter().map(|i| version(i)).collect();
     assert_ne!(after[0], before[0], "kpc's version changes");
