@@ -162,7 +162,8 @@ pub struct Platform {
     pub http: String,
     /// The HTTP base of the credential service's REST API (`http` under `kaa up`).
     pub cm_http: String,
-    /// Cluster mode: each service instance's HTTP base (empty under `kaa up`: all on `http`).
+    /// Cluster mode: each service instance's HTTP base (empty under `kaa up`: all on `http`), and
+    /// each gateway replica's (`kpc-0`, `kpc-1`, ...) when there are several.
     pub service_http: BTreeMap<String, String>,
     pub processes: Vec<Process>,
     /// Cluster mode following a config provider ([`Platform::cluster_provided`]).
@@ -439,6 +440,9 @@ impl Platform {
                 "epr" => http = base.clone(),
                 "cm" => cm_http = base.clone(),
                 _ => {}
+            }
+            if replica != instance {
+                service_http.insert(replica, base.clone());
             }
             service_http.insert(instance, base);
         }

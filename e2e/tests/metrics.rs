@@ -107,5 +107,19 @@ async fn health_is_ok_when_up() {
     let response = reqwest::get(format!("{}/health", platform.http)).await.unwrap();
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(body, json!({ "status": "ok" }));
+    assert_eq!(body["status"], "ok", "{body}");
+    // Every instance's config version, and no refused change.
+    let configs = body["configs"].as_object().unwrap();
+    assert!(
+        configs.contains_key("kpc") && configs.contains_key("epmx"),
+        "{body}"
+    );
+    for (instance, config) in configs {
+        assert_eq!(
+            config["version"].as_str().map(str::len),
+            Some(12),
+            "{instance}: {body}"
+        );
+        assert_eq!(config["error"], json!(null), "{instance}: {body}");
+    }
 }

@@ -41,45 +41,34 @@ impl Handle {
     fn set(&self, config: ServiceConfig) -> Result<(), String> {
         match (self, config) {
             (Handle::Kpc(live), ServiceConfig::Kpc(c)) => {
-                if let Some((key, why)) = c.limits.problems().into_iter().next() {
-                    return Err(format!("limits.{key}: {why}"));
-                }
-                live.set(c);
+                checked(live, c, |c| match c.limits.problems().first() {
+                    Some((key, why)) => Err(format!("limits.{key}: {why}")),
+                    None => Ok(()),
+                })
             }
-            (Handle::Epr(live), ServiceConfig::Epr(c)) => {
-                epr::validate(&c).map_err(|e| e.to_string())?;
-                live.set(c);
-            }
-            (Handle::Epmx(live), ServiceConfig::Epmx(c)) => {
-                epmx::validate(&c).map_err(|e| e.to_string())?;
-                live.set(c);
-            }
-            (Handle::Cm(state), ServiceConfig::Cm(c)) => state.apply_config(c).map_err(|e| e.to_string())?,
-            (Handle::Epl(live), ServiceConfig::Epl(c)) => {
-                epl::validate(&c).map_err(|e| e.to_string())?;
-                live.set(c);
-            }
-            (Handle::Dcx(live), ServiceConfig::Dcx(c)) => {
-                dcx::validate(&c).map_err(|e| e.to_string())?;
-                live.set(c);
-            }
-            (Handle::Epts(live), ServiceConfig::Epts(c)) => {
-                epts::validate(&c).map_err(|e| e.to_string())?;
-                live.set(c);
-            }
-            (Handle::Cmx(live), ServiceConfig::Cmx(c)) => {
-                cmx::validate(&c).map_err(|e| e.to_string())?;
-                live.set(c);
-            }
-            (Handle::Cex(live), ServiceConfig::Cex(c)) => {
-                cex::validate(&c).map_err(|e| e.to_string())?;
-                live.set(c);
-            }
-            (Handle::Bcx(live), ServiceConfig::Bcx(c)) => live.set(c),
-            (_, other) => return Err(format!("a `{}` config cannot replace this one", other.kind())),
+            (Handle::Epr(live), ServiceConfig::Epr(c)) => checked(live, c, epr::validate),
+            (Handle::Epmx(live), ServiceConfig::Epmx(c)) => checked(live, c, epmx::validate),
+            (Handle::Cm(state), ServiceConfig::Cm(c)) => state.apply_config(c).map_err(|e| e.to_string()),
+            (Handle::Epl(live), ServiceConfig::Epl(c)) => checked(live, c, epl::validate),
+            (Handle::Dcx(live), ServiceConfig::Dcx(c)) => checked(live, c, dcx::validate),
+            (Handle::Epts(live), ServiceConfig::Epts(c)) => checked(live, c, epts::validate),
+            (Handle::Cmx(live), ServiceConfig::Cmx(c)) => checked(live, c, cmx::validate),
+            (Handle::Cex(live), ServiceConfig::Cex(c)) => checked(live, c, cex::validate),
+            (Handle::Bcx(live), ServiceConfig::Bcx(c)) => checked(live, c, |_| Ok::<_, String>(())),
+            (_, other) => Err(format!("a `{}` config cannot replace this one", other.kind())),
         }
-        Ok(())
     }
+}
+
+/// Sets `config` if `check` passes it.
+fn checked<C, E: std::fmt::Display>(
+    live: &Live<C>,
+    config: C,
+    check: impl FnOnce(&C) -> Result<(), E>,
+) -> Result<(), String> {
+    check(&config).map_err(|e| e.to_string())?;
+    live.set(config);
+    Ok(())
 }
 
 /// What became of one offered config.

@@ -2,14 +2,14 @@
 //! watch). Readers take a snapshot once per request ([`Live::get`]), so a request in flight
 //! finishes on the config it started with while the next one sees the new config.
 
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 /// A shared, replaceable config. Clones share the value: a [`Live::set`] on one is seen by all.
-///
-/// A read holds the lock only to clone the `Arc` (never across an await), so readers never wait
-/// on each other and a writer waits for at most a pointer copy.
+/// Reads are lock-free (an atomic load and a reference count); nothing is held across an await.
 #[derive(Debug, Default)]
-pub struct Live<T>(Arc<RwLock<Arc<T>>>);
+pub struct Live<T>(Arc<ArcSwap<T>>);
 
 impl<T> Clone for Live<T> {
     fn clone(&self) -> Self {
@@ -19,18 +19,17 @@ impl<T> Clone for Live<T> {
 
 impl<T> Live<T> {
     pub fn new(value: T) -> Live<T> {
-        Live(Arc::new(RwLock::new(Arc::new(value))))
+        Live(Arc::new(ArcSwap::from_pointee(value)))
     }
 
     /// The current config: take it once per request and use that snapshot throughout.
     pub fn get(&self) -> Arc<T> {
-        // The lock guards a pointer swap only: a panic elsewhere cannot leave it half-written.
-        self.0.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.0.load_full()
     }
 
     /// Replaces the config for every later [`Live::get`].
     pub fn set(&self, value: T) {
-        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(value);
+        self.0.store(Arc::new(value));
     }
 }
 

@@ -12,9 +12,9 @@
 //! place to back up, the same code on SQLite and PostgreSQL. Uploads are limited to
 //! `maxUploadBytes` (413 beyond).
 
-use kaa_blueprint::config::Live;
 use std::sync::Arc;
 
+use kaa_blueprint::config::Live;
 use kaa_bus::Bus;
 use kaa_protocol::{
     esp::{ClientData, ExtensionData},

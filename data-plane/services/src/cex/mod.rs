@@ -16,9 +16,9 @@
 //! `kp1/{av}/{cex}/{token}/command/{type}/status` without request id, as a JSON array
 //! `[{"id": n, "payload": ...}]`; ids start at 1 (the official client drops a falsy 0).
 
-use kaa_blueprint::config::Live;
 use std::{sync::Arc, time::Duration};
 
+use kaa_blueprint::config::Live;
 use kaa_bus::Bus;
 use kaa_protocol::subject;
 use kaa_store::{Store, cex::Command};

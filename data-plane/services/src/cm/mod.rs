@@ -35,9 +35,9 @@
 //! with Kubernetes Secrets, which `kubectl` or the operator may change too, the backend's watch
 //! (for every change, CM's own included), published by [`serve`].
 
-use kaa_blueprint::config::Live;
 use std::sync::Arc;
 
+use kaa_blueprint::config::Live;
 use kaa_bus::Bus;
 use kaa_protocol::{
     avro::AvroRecord,

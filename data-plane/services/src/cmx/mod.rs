@@ -15,9 +15,9 @@
 //! (its override, else its version's default) changes while it is online. Never pushed: no
 //! configuration (the official client iterates `config`), or one the endpoint reported applied.
 
-use kaa_blueprint::config::Live;
 use std::sync::Arc;
 
+use kaa_blueprint::config::Live;
 use kaa_bus::Bus;
 use kaa_protocol::subject;
 use kaa_store::{Store, cmx::ConfigDoc};

@@ -15,9 +15,9 @@
 //! version, and an application is the set of versions the config lists under its name. Listing
 //! by `applicationName` goes through that mapping.
 
-use kaa_blueprint::config::Live;
 use std::sync::Arc;
 
+use kaa_blueprint::config::Live;
 use kaa_bus::Bus;
 use kaa_store::Store;
 

@@ -15,18 +15,17 @@
 //! applications map one to the other). Subscriptions use the instance name as queue group, so
 //! each event is stored once per EPTS instance however many replicas run.
 
-use kaa_blueprint::config::Live;
 use std::{sync::Arc, time::Duration};
 
+use kaa_blueprint::config::Live;
 use kaa_bus::Bus;
 use kaa_protocol::subject;
 use kaa_store::Store;
 use tokio_util::sync::CancellationToken;
 
-use crate::worker;
-
 pub mod dates;
 pub mod extract;
+mod feeds;
 pub mod ingest;
 pub mod rest;
 
@@ -151,65 +150,44 @@ impl EptsState {
     }
 }
 
-/// Runs the subscriptions and the retention loop until `shutdown` is cancelled.
+/// How often the transmitter subscriptions are compared with the live config.
+const FEEDS_CHECK: Duration = Duration::from_secs(1);
+
+/// Runs the subscriptions and the retention loop until `shutdown` is cancelled. Both follow
+/// the live config: the transmitters (checked every [`FEEDS_CHECK`]) and the retention interval.
 pub async fn serve(bus: Bus, state: EptsState, shutdown: CancellationToken) -> Result<(), ServeError> {
-    let config = state.config().clone();
-    let mut handlers = Vec::new();
-    let subscribe = |subject: String| {
-        worker::subscribe(&bus, subject, &config.instance, |subject, source| {
-            ServeError::Subscribe { subject, source }
-        })
-    };
-    for t in &config.data_sample_transmitters {
-        let sub = subscribe(subject::dstp_data_samples(t)).await?;
-        let (bus, state, stop) = (bus.clone(), state.clone(), shutdown.clone());
-        handlers.push(tokio::spawn(async move {
-            worker::run("epts.dstp", sub, config_limit(&state), &stop, move |msg| {
-                ingest::data_samples(bus.clone(), state.clone(), msg)
-            })
-            .await;
-        }));
-    }
-    for t in &config.time_series_transmitters {
-        let sub = subscribe(subject::tstp_data_points(t, "*")).await?;
-        let (bus, state, stop) = (bus.clone(), state.clone(), shutdown.clone());
-        handlers.push(tokio::spawn(async move {
-            worker::run("epts.tstp", sub, config_limit(&state), &stop, move |msg| {
-                ingest::time_series(bus.clone(), state.clone(), msg)
-            })
-            .await;
-        }));
-    }
+    let mut feeds = feeds::Feeds::default();
+    feeds.sync(&bus, &state, &shutdown).await?;
+    let config = state.config();
     tracing::info!(
         instance = %config.instance,
         samples_from = ?config.data_sample_transmitters,
         points_from = ?config.time_series_transmitters,
         "EPTS ready"
     );
-    retention(&state, &shutdown).await;
-    for handler in handlers {
-        if let Err(e) = handler.await {
-            tracing::error!(error = %e, "EPTS handler failed");
+    let mut next_retention = tokio::time::Instant::now() + retention_interval(&state);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep_until(next_retention) => {
+                enforce_retention(&state, kaa_protocol::now_millis()).await;
+                next_retention = tokio::time::Instant::now() + retention_interval(&state);
+            }
+            () = tokio::time::sleep(FEEDS_CHECK) => {
+                if let Err(e) = feeds.sync(&bus, &state, &shutdown).await {
+                    tracing::warn!(error = %e, "EPTS cannot follow a transmitter; retrying");
+                }
+            }
         }
     }
+    feeds.wait().await;
     Ok(())
 }
 
-fn config_limit(state: &EptsState) -> usize {
-    state.config().max_in_flight
-}
-
-/// Every `retentionIntervalMs`, deletes each application's points older than its `retentionDays`,
-/// in bounded rounds; returns on shutdown.
-async fn retention(state: &EptsState, shutdown: &CancellationToken) {
-    let interval = Duration::from_millis(state.config().retention_interval_ms);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(interval) => {}
-        }
-        enforce_retention(state, kaa_protocol::now_millis()).await;
-    }
+/// Every `retentionIntervalMs`, each application's points older than its `retentionDays` are
+/// deleted, in bounded rounds.
+fn retention_interval(state: &EptsState) -> Duration {
+    Duration::from_millis(state.config().retention_interval_ms)
 }
 
 /// One retention round at time `now` (ms); returns how many points were deleted.

@@ -137,6 +137,34 @@ async fn a_batch_is_stored_before_dcx_answers() {
 }
 
 #[tokio::test]
+async fn epts_follows_a_transmitter_a_live_config_change_adds() {
+    let bus = Bus::in_process();
+    let store = kaa_store::Store::open_in_memory().await.unwrap();
+    let mut config = epts_config();
+    config.data_sample_transmitters = vec!["other_dcx".into()];
+    let state = EptsState::new(store, config.clone()).unwrap();
+    let stop = CancellationToken::new();
+    let (b, s, st) = (bus.clone(), stop.clone(), state.clone());
+    tokio::spawn(async move { epts::serve(b, st, s).await.unwrap() });
+    start_dcx(&bus, dcx_config(vec![reliable("epts")], 300), &stop).await;
+    let reply = send(&bus, &samples(r#"[{"t": 1}]"#)).await;
+    assert_eq!(
+        reply.status_code, 504,
+        "EPTS does not follow `dcx` yet: {reply:?}"
+    );
+
+    config.data_sample_transmitters = vec!["dcx".into()];
+    state.live_config().set(config);
+    eventually(
+        Duration::from_secs(10),
+        "EPTS to store what `dcx` sends",
+        || async { (send(&bus, &samples(r#"[{"t": 2}]"#)).await.status_code == 200).then_some(()) },
+    )
+    .await;
+    stop.cancel();
+}
+
+#[tokio::test]
 async fn failing_and_silent_receivers_are_the_devices_error() {
     let bus = Bus::in_process();
     let stop = CancellationToken::new();
