@@ -1,9 +1,9 @@
 # The commands CI and developers run. `make test` is the one the README names.
 .PHONY: test build fmt lint run generate helm-check
 
-# Everything: installs test dependencies, builds the binary, runs every test.
+# Everything: installs test dependencies, builds the binaries, runs every test.
 test:
-	@bin="$$(scripts/test-deps.sh)" && cargo build -p kaa && \
+	@bin="$$(scripts/test-deps.sh)" && cargo build -p kaa -p kaa-operator && \
 	PATH="$$bin:$$PATH" cargo nextest run --workspace --no-fail-fast
 
 build:

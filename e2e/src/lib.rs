@@ -5,8 +5,11 @@
 //!   plus one `kaa run` process per service, state in SQLite files or on PostgreSQL), with its MQTT and HTTP addresses and the admin token
 //!   its REST calls send.
 //! - [`Device`] (from kaa-testkit): an MQTT client that never subscribes, like the official Kaa client.
+//! - [`provide`]: `kaa-operator provide` (the config provider for a Blueprint file) and its events;
+//!   [`Platform::cluster_provided`] runs cluster mode following it.
 //!
-//! The `kaa` binary is `$KAA_BIN` or `target/debug/kaa` (`make test` builds it first).
+//! The `kaa` binary is `$KAA_BIN` or `target/debug/kaa`, `kaa-operator` (for [`provide`]) is
+//! `$KAA_OPERATOR_BIN` or `target/debug/kaa-operator` (`make test` builds both first).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)] // test harness: fail loudly
 
 use std::collections::BTreeMap;
@@ -15,6 +18,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 pub mod pki;
+pub mod provide;
 
 use kaa_testkit::{NatsServer, Postgres, free_port};
 use serde_json::{Value, json};
@@ -25,13 +29,18 @@ pub use kaa_testkit::DEADLINE;
 
 /// The `kaa` binary under test.
 pub fn kaa_bin() -> PathBuf {
-    if let Ok(path) = std::env::var("KAA_BIN") {
+    binary("KAA_BIN", "kaa")
+}
+
+/// The binary `$env_var` names, else `target/debug/{name}` (built by `cargo build -p {name}`).
+fn binary(env_var: &str, name: &str) -> PathBuf {
+    if let Ok(path) = std::env::var(env_var) {
         return PathBuf::from(path);
     }
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/kaa");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../target/debug/{name}"));
     assert!(
         path.exists(),
-        "{} is missing: run `cargo build -p kaa` first (`make test` does)",
+        "{} is missing: run `cargo build -p {name}` first (`make test` does)",
         path.display()
     );
     path
@@ -163,6 +172,8 @@ pub struct Platform {
     /// is the dashboard's.
     pub service_http: BTreeMap<String, String>,
     pub processes: Vec<Process>,
+    /// Cluster mode following a config provider ([`Platform::cluster_provided`]).
+    pub provider: Option<provide::ConfigProvider>,
     pub nats: Option<NatsServer>,
     /// The database server of cluster mode on PostgreSQL ([`Platform::cluster_on_postgres`]).
     pub postgres: Option<Postgres>,
@@ -270,6 +281,7 @@ impl Platform {
             service_http: BTreeMap::new(),
             http,
             processes: vec![up],
+            provider: None,
             nats: None,
             postgres: None,
             dir,
@@ -286,7 +298,7 @@ impl Platform {
     /// (`kaa run --database postgres://...`) instead of an SQLite file each.
     pub async fn cluster_on_postgres() -> Platform {
         let postgres = Postgres::start().await;
-        let mut platform = Self::launch_cluster(&quickstart(), 1, Some(postgres.url())).await;
+        let mut platform = Self::launch_cluster(&quickstart(), 1, Some(postgres.url()), false).await;
         platform.postgres = Some(postgres);
         platform
     }
@@ -295,13 +307,34 @@ impl Platform {
     /// with its own database file (its single kpc service run as `kpcs` processes, replica ids
     /// `kpc-0`, `kpc-1`, ..., each on its own loopback port: `mqtt_ports`).
     pub async fn cluster_with(blueprint: &str, kpcs: usize) -> Platform {
-        Self::launch_cluster(blueprint, kpcs, None).await
+        Self::launch_cluster(blueprint, kpcs, None, false).await
     }
 
-    /// Cluster mode with the stateful services on `database_url`, or on an SQLite file each.
-    async fn launch_cluster(blueprint: &str, kpcs: usize, database_url: Option<&str>) -> Platform {
+    /// [`Platform::cluster_with`] where every process follows `kaa-operator provide` serving
+    /// `blueprint` (`kaa run --config-url`): edit it with `provider.edit`. The gateways listen on
+    /// ports of their own choosing (`127.0.0.1:0`), so that all replicas run the same config.
+    pub async fn cluster_provided(blueprint: &str, kpcs: usize) -> Platform {
+        let any_port = "\n          listen: 127.0.0.1:0\n";
+        let blueprint = blueprint
+            .replacen("\n        mqtt:\n", &format!("\n        mqtt:{any_port}"), 1)
+            .replacen("\n        ws:\n", &format!("\n        ws:{any_port}"), 1);
+        Self::launch_cluster(&blueprint, kpcs, None, true).await
+    }
+
+    /// Cluster mode with the stateful services on `database_url`, or on an SQLite file each; with
+    /// `provided`, every process follows a config provider.
+    async fn launch_cluster(
+        blueprint: &str,
+        kpcs: usize,
+        database_url: Option<&str>,
+        provided: bool,
+    ) -> Platform {
         let nats = NatsServer::start().await;
         let dir = tempfile::tempdir().unwrap();
+        let provider = match provided {
+            true => Some(provide::ConfigProvider::start(dir.path(), blueprint, &nats.url).await),
+            false => None,
+        };
         let bp_path = dir.path().join("blueprint.yaml");
         std::fs::write(&bp_path, blueprint).unwrap();
         let configs = dir.path().join("configs");
@@ -359,7 +392,7 @@ impl Platform {
                 None => dir.path().join(format!("{instance}.db")).display().to_string(),
             };
             let addr = format!("127.0.0.1:{port}");
-            if kind == "kpc" {
+            if kind == "kpc" && provider.is_none() {
                 // Each gateway replica on its own port: the rendered config with another listener.
                 let mqtt_port = free_port();
                 let mut kpc: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
@@ -393,6 +426,15 @@ impl Platform {
             ];
             args.extend(["--http-addr", &addr]);
             args.extend(["--admin-token-file", token_file.to_str().unwrap()]);
+            let config_url = provider.as_ref().map(|p| p.config_url(&instance));
+            if let (Some(url), Some(p)) = (&config_url, &provider) {
+                args.extend([
+                    "--config-url",
+                    url,
+                    "--config-token-file",
+                    p.token_file.to_str().unwrap(),
+                ]);
+            }
             if service == "kpc" {
                 args.extend(["--replica-id", &replica]);
             } else {
@@ -406,6 +448,11 @@ impl Platform {
             let process = Process::spawn(&name, dir.path(), &args);
             let base = format!("http://{addr}");
             wait_healthy(&base, &process).await;
+            if kind == "kpc" && provider.is_some() {
+                let ports = provide::listening(&process).await;
+                mqtt_ports.push(ports["mqtt"]);
+                ws_ports.extend(ports.get("ws"));
+            }
             processes.push(process);
             match service {
                 "epr" => http = base.clone(),
@@ -428,6 +475,7 @@ impl Platform {
             cm_http,
             service_http,
             processes,
+            provider,
             nats: Some(nats),
             postgres: None,
             dir,

@@ -11,7 +11,10 @@ use k8s_openapi::api::{
     apps::v1::Deployment,
     rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding},
 };
-use kaa_operator::build::{self, Settings};
+use kaa_operator::{
+    build::{self, Settings},
+    provider::cluster::provider_url,
+};
 use serde_json::Value;
 
 fn repo() -> PathBuf {
@@ -31,6 +34,13 @@ impl Rendered {
         let found: Vec<&Value> = self.docs.iter().filter(|d| d["kind"] == kind).collect();
         assert_eq!(found.len(), 1, "expected one {kind}, got {}", found.len());
         found[0]
+    }
+
+    fn named(&self, kind: &str, name: &str) -> &Value {
+        self.docs
+            .iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
     }
 
     fn typed<K: serde::de::DeserializeOwned>(&self, kind: &str) -> K {
@@ -168,6 +178,25 @@ fn the_helm_chart_lints_renders_and_grants_what_the_operator_needs() {
             args.contains(&"--http-addr=0.0.0.0:8080".to_owned()),
             "{name}: {args:?}"
         );
+        // The config provider, at the URL the operator gives pods, behind its own Service.
+        assert!(
+            args.contains(&"--provider-addr=0.0.0.0:8090".to_owned())
+                && args.contains(&format!("--provider-url={}", provider_url("kaa-system"))),
+            "{name}: {args:?}"
+        );
+        let config = rendered.named("Service", "kaa-operator-config");
+        assert_eq!(config["metadata"]["namespace"], "kaa-system", "{name}");
+        assert_eq!(config["spec"]["ports"][0]["port"], 8090, "{name}");
+        let target = config["spec"]["ports"][0]["targetPort"].clone();
+        assert!(
+            container
+                .ports
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|p| p.name.as_deref() == target.as_str() && p.container_port == 8090),
+            "{name}: the Service targets the provider's container port"
+        );
         assert!(
             container
                 .image
@@ -218,7 +247,7 @@ fn the_helm_chart_lints_renders_and_grants_what_the_operator_needs() {
     assert_eq!(monitor["metadata"]["labels"]["release"], "prom");
     assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
     let port = monitor["spec"]["endpoints"][0]["port"].as_str().unwrap();
-    let service = monitored.one("Service");
+    let service = monitored.named("Service", "kaa-operator");
     assert!(
         service["spec"]["ports"]
             .as_array()

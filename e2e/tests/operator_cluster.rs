@@ -50,6 +50,7 @@ async fn e2e_smart_energy_is_reconciled_and_collected() {
         client: client.clone(),
         settings: Settings::default(),
         metrics: Metrics::default(),
+        provider: kaa_operator::provider::Provider::default(),
     };
     let operator_ns = ns.clone();
     let operator = tokio::spawn(async move { controller::run(ctx, Some(&operator_ns)).await });

@@ -42,6 +42,8 @@ pub enum ApplyError {
     },
     #[error("cannot create the admin token Secret: {0}")]
     AdminSecret(String),
+    #[error("cannot read or create the config token Secret {0}")]
+    ConfigToken(String),
 }
 
 /// Applies every desired object; the first failure stops the rest (the next reconcile retries).
@@ -139,7 +141,7 @@ pub async fn ensure_admin_secret(client: &Client, blueprint: &Blueprint) -> Resu
 }
 
 /// 32 random bytes, base64url: the format `kaa up` writes to `kaa-data/admin-token`.
-fn new_token() -> Result<String, String> {
+pub(crate) fn new_token() -> Result<String, String> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| format!("no randomness for the token: {e}"))?;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))

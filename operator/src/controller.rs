@@ -24,6 +24,7 @@ use crate::{
     build::{self, Settings},
     crd::Blueprint,
     metrics::Metrics,
+    provider::{self, Provider},
     status::{self, Outcome},
     validate,
 };
@@ -34,6 +35,7 @@ pub struct Context {
     pub client: Client,
     pub settings: Settings,
     pub metrics: Metrics,
+    pub provider: Provider,
 }
 
 impl std::fmt::Debug for Context {
@@ -99,6 +101,9 @@ async fn reconcile_once(blueprint: &Blueprint, ctx: &Context) -> Result<Action, 
     let desired = build::build(blueprint, &validated, &ctx.settings);
     let applied = async {
         apply::ensure_admin_secret(&ctx.client, blueprint).await?;
+        ctx.provider
+            .reconcile(&ctx.client, &ctx.settings, blueprint, &validated)
+            .await?;
         apply::apply(&ctx.client, &namespace, &desired).await?;
         apply::prune(&ctx.client, blueprint, &desired).await
     }
@@ -132,12 +137,14 @@ async fn write_status(blueprint: &Blueprint, ctx: &Context, outcome: Outcome) ->
     let now = jiff::Timestamp::now()
         .round(jiff::Unit::Second)
         .unwrap_or_else(|_| jiff::Timestamp::now());
-    let status = status::status(
+    let mut status = status::status(
         blueprint.status.as_ref(),
         blueprint.metadata.generation,
         outcome,
         &now.to_string(),
     );
+    ctx.provider
+        .annotate_status(blueprint, &mut status, &now.to_string());
     if blueprint.status.as_ref() == Some(&status) {
         // Times move only on transitions, so this is "nothing new": writing would only wake
         // the watch again.
@@ -182,7 +189,10 @@ pub async fn run(ctx: Context, namespace: Option<&str>) {
     }
     // Only our objects: the label keeps the operator's caches small in a busy cluster.
     let mine = watcher::Config::default().labels(&format!("{}={}", build::MANAGED_BY.0, build::MANAGED_BY.1));
+    // A replica's config report that changes the rollout updates the status at once.
+    let reports = ctx.provider.take_changes().map(provider::cluster::triggers);
     Controller::new(api(&client), watcher::Config::default())
+        .reconcile_on(futures_util::stream::iter(reports).flatten())
         .owns(owned::<Deployment>(&client, namespace), mine.clone())
         .owns(owned::<ConfigMap>(&client, namespace), mine.clone())
         .owns(owned::<Service>(&client, namespace), mine.clone())

@@ -89,7 +89,7 @@ pub struct BlueprintStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `Reconciling` and `Stalled`, each with a reason and a message.
+    /// `Ready`, `Reconciling`, `Stalled` and `ConfigApplied`, each with a reason and a message.
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// Service instances whose replicas are all ready, over those declared (`3/4`).
@@ -104,7 +104,7 @@ pub struct BlueprintStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
-    /// `Ready`, `Reconciling` or `Stalled`.
+    /// `Ready`, `Reconciling`, `Stalled` or `ConfigApplied`.
     #[serde(rename = "type")]
     pub type_: String,
     /// `True`, `False` or `Unknown`.
@@ -132,6 +132,12 @@ pub struct ServiceStatus {
     pub desired_replicas: i32,
     /// Replicas passing their readiness probe.
     pub ready_replicas: i32,
+    /// The version of the config the operator serves the instance (17/SCMP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_version: Option<String>,
+    /// Replicas reporting that they run `configVersion`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_applied: Option<i32>,
 }
 
 /// The CRD as YAML, as checked in at `crds/blueprint.yaml`.

@@ -10,6 +10,8 @@
 //! - [`controller`]: the pipeline (`reconcile`) and the kube-runtime Controller (`run`).
 //! - [`metrics`]: reconcile counts, errors and durations for `/metrics`.
 //! - [`http`]: `/health` and `/metrics`.
+//! - [`provider`]: the config provider (17/SCMP): each instance's config over HTTP, change
+//!   announcements on NATS, and the `ConfigApplied` rollout from the replicas' reports.
 
 pub mod apply;
 pub mod build;
@@ -17,5 +19,6 @@ pub mod controller;
 pub mod crd;
 pub mod http;
 pub mod metrics;
+pub mod provider;
 pub mod status;
 pub mod validate;

@@ -1,8 +1,14 @@
-//! `kaa-operator`: `crd` prints the CustomResourceDefinition; `run` reconciles Blueprints.
+//! `kaa-operator`: `crd` prints the CustomResourceDefinition; `run` reconciles Blueprints;
+//! `provide` serves a Blueprint file's configs (17/SCMP) without Kubernetes.
 
 use anyhow::Context as _;
 use clap::Parser;
-use kaa_operator::{build::Settings, controller, metrics::Metrics};
+use kaa_operator::{
+    build::Settings,
+    controller,
+    metrics::Metrics,
+    provider::{self, Provider},
+};
 
 #[derive(Debug, Parser)]
 #[command(version, about = "The kaa-rs Kubernetes operator")]
@@ -12,6 +18,9 @@ enum Command {
     /// Watch Blueprints and the objects they own, and reconcile them (in cluster, or with
     /// KUBECONFIG's context from outside).
     Run(RunArgs),
+    /// Serve the configs of a Blueprint file to `kaa run --config-url` services and announce
+    /// its edits on NATS (the operator's config provider, without Kubernetes).
+    Provide(provider::file::Args),
 }
 
 #[derive(Debug, clap::Args)]
@@ -28,6 +37,13 @@ struct RunArgs {
     /// `/health` and `/metrics`.
     #[arg(long, default_value = "0.0.0.0:8080", env = "KAA_OPERATOR_HTTP_ADDR")]
     http_addr: String,
+    /// The config provider's API (services fetch their config there).
+    #[arg(long, default_value = "0.0.0.0:8090", env = "KAA_PROVIDER_ADDR")]
+    provider_addr: String,
+    /// The provider's base URL as pods reach it (default:
+    /// `http://kaa-operator-config.<the operator's namespace>.svc:8090`).
+    #[arg(long, env = "KAA_PROVIDER_URL")]
+    provider_url: Option<String>,
 }
 
 #[tokio::main]
@@ -40,39 +56,63 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => {
+            logs();
+            run(args).await
+        }
+        Command::Provide(args) => {
+            logs();
+            provider::file::provide(args).await
+        }
     }
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<()> {
+/// Logs on stderr (stdout is a command's output).
+fn logs() {
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot reach the Kubernetes API (in cluster, or KUBECONFIG)")?;
     let defaults = Settings::default();
     let settings = Settings {
         image: args.image.unwrap_or(defaults.image),
         nats_url: args.nats_url.unwrap_or(defaults.nats_url),
+        // In cluster, the client's default namespace is the operator's own.
+        provider_url: args
+            .provider_url
+            .unwrap_or_else(|| provider::cluster::provider_url(client.default_namespace())),
     };
-    let client = kube::Client::try_default()
-        .await
-        .context("cannot reach the Kubernetes API (in cluster, or KUBECONFIG)")?;
     let metrics = Metrics::default();
     let listener = tokio::net::TcpListener::bind(&args.http_addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.http_addr))?;
     let app = kaa_operator::http::app(metrics.clone());
     let http = tokio::spawn(async move { axum::serve(listener, app).await });
-    tracing::info!(http_addr = %args.http_addr, namespace = ?args.namespace, "operator running");
+    let provider = Provider::default();
+    let provider_listener = tokio::net::TcpListener::bind(&args.provider_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.provider_addr))?;
+    let provider_app = provider::http::app(provider.clone());
+    let provider_http = tokio::spawn(async move { axum::serve(provider_listener, provider_app).await });
+    tracing::info!(http_addr = %args.http_addr, provider_addr = %args.provider_addr, namespace = ?args.namespace, "operator running");
     let ctx = controller::Context {
         client,
         settings,
         metrics,
+        provider,
     };
     // Ends on SIGTERM / ctrl-c (the controller's own signal handling).
     controller::run(ctx, args.namespace.as_deref()).await;
     http.abort();
+    provider_http.abort();
     Ok(())
 }

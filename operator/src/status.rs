@@ -27,6 +27,8 @@ pub fn service_status(name: &str, kind: &str, deployment: Option<&Deployment>) -
         // An HPA-managed Deployment has the HPA's number in spec.replicas, 1 by default.
         desired_replicas: spec_replicas.unwrap_or(1),
         ready_replicas: status.and_then(|s| s.ready_replicas).unwrap_or(0),
+        config_version: None,
+        config_applied: None,
     }
 }
 
@@ -95,20 +97,9 @@ pub fn status(
         ("Stalled", stalled),
     ]
     .into_iter()
-    .map(|(type_, (status, reason, message))| {
+    .map(|(type_, value)| {
         let earlier = previous.and_then(|p| p.conditions.iter().find(|c| c.type_ == type_));
-        let last_transition_time = match earlier {
-            Some(c) if c.status == status => c.last_transition_time.clone(),
-            _ => now.to_owned(),
-        };
-        Condition {
-            type_: type_.to_owned(),
-            status: status.to_owned(),
-            reason: reason.to_owned(),
-            message,
-            observed_generation: generation,
-            last_transition_time,
-        }
+        condition(earlier, type_, value, generation, now)
     })
     .collect();
     BlueprintStatus {
@@ -116,5 +107,28 @@ pub fn status(
         conditions,
         services_ready: Some(format!("{ready_count}/{}", services.len())),
         services,
+    }
+}
+
+/// The condition `type_` with `(status, reason, message)`; its transition time is `earlier`'s
+/// unless the status changed.
+pub fn condition(
+    earlier: Option<&Condition>,
+    type_: &str,
+    (status, reason, message): (&str, &str, String),
+    generation: Option<i64>,
+    now: &str,
+) -> Condition {
+    let last_transition_time = match earlier {
+        Some(c) if c.status == status => c.last_transition_time.clone(),
+        _ => now.to_owned(),
+    };
+    Condition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
     }
 }

@@ -26,6 +26,7 @@ async fn operator() -> FakeApiServer {
         client: server.client_in(NS),
         settings: Settings::default(),
         metrics: Metrics::default(),
+        provider: kaa_operator::provider::Provider::default(),
     };
     tokio::spawn(async move { run(ctx, Some(NS)).await });
     server
@@ -323,6 +324,7 @@ async fn metrics_count_reconciles_and_health_answers() {
         client: server.client_in(NS),
         settings: Settings::default(),
         metrics: metrics.clone(),
+        provider: kaa_operator::provider::Provider::default(),
     };
     tokio::spawn(async move { run(ctx, Some(NS)).await });
     create(&server, "invalid").await;

@@ -44,6 +44,8 @@ pub const ADMIN_TOKEN_KEY: &str = "token";
 pub struct Settings {
     pub image: String,
     pub nats_url: String,
+    /// Base URL of the operator's config provider, as pods reach it.
+    pub provider_url: String,
 }
 
 impl Default for Settings {
@@ -51,6 +53,7 @@ impl Default for Settings {
         Settings {
             image: format!("ghcr.io/kaa-rs/kaa:{}", env!("CARGO_PKG_VERSION")),
             nats_url: "nats://nats:4222".into(),
+            provider_url: crate::provider::cluster::provider_url("kaa-system"),
         }
     }
 }
@@ -153,9 +156,14 @@ pub fn admin_secret_name(blueprint: &Blueprint) -> String {
 
 /// The admin token Secret holding `token` (which the caller makes up: building stays pure).
 pub fn admin_secret(blueprint: &Blueprint, token: &str) -> Secret {
+    token_secret(blueprint, admin_secret_name(blueprint), token)
+}
+
+/// A Secret `name` of the Blueprint holding `token` under [`ADMIN_TOKEN_KEY`].
+pub fn token_secret(blueprint: &Blueprint, name: String, token: &str) -> Secret {
     let ctx = Context::new(blueprint, &Settings::default());
     Secret {
-        metadata: ctx.meta(admin_secret_name(blueprint), None),
+        metadata: ctx.meta(name, None),
         string_data: Some(BTreeMap::from([(ADMIN_TOKEN_KEY.to_owned(), token.to_owned())])),
         type_: Some("Opaque".into()),
         ..Secret::default()
@@ -171,6 +179,8 @@ struct Context<'a> {
     nats_url: String,
     database_secret: Option<String>,
     admin_secret: String,
+    provider_url: String,
+    config_token_secret: String,
 }
 
 impl<'a> Context<'a> {
@@ -185,6 +195,8 @@ impl<'a> Context<'a> {
             nats_url: cluster.nats_url.unwrap_or_else(|| settings.nats_url.clone()),
             database_secret: cluster.database_secret,
             admin_secret: admin_secret_name(blueprint),
+            provider_url: settings.provider_url.clone(),
+            config_token_secret: crate::provider::cluster::config_token_secret_name(blueprint),
         }
     }
 

@@ -32,6 +32,7 @@ pub const RESTART_HASH: &str = "kaa-rs.dev/restart-hash";
 const CONFIG_DIR: &str = "/etc/kaa";
 const CONFIG_FILE: &str = "config.json";
 const ADMIN_DIR: &str = "/etc/kaa/admin";
+const CONFIG_TOKEN_DIR: &str = "/etc/kaa/config-token";
 const DATA_DIR: &str = "/var/lib/kaa";
 /// The distroless `nonroot` user of the data-plane image.
 const NON_ROOT: i64 = 65532;
@@ -157,6 +158,25 @@ fn container(ctx: &Context, planned: &Planned) -> Container {
             ..VolumeMount::default()
         });
     }
+    // Config changes reach running pods from the provider (17/SCMP), not through a restart.
+    env.push(value(
+        "KAA_CONFIG_URL",
+        format!(
+            "{}{}",
+            ctx.provider_url.trim_end_matches('/'),
+            crate::provider::config_path(planned.spec.instance_name())
+        ),
+    ));
+    env.push(value(
+        "KAA_CONFIG_TOKEN_FILE",
+        format!("{CONFIG_TOKEN_DIR}/{ADMIN_TOKEN_KEY}"),
+    ));
+    mounts.push(VolumeMount {
+        name: "config-token".into(),
+        mount_path: CONFIG_TOKEN_DIR.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    });
     if keeps_state_in_database(planned) {
         match &ctx.database_secret {
             // The URL carries a password: from the Secret, never in the pod spec.
@@ -271,6 +291,15 @@ fn volumes(ctx: &Context, planned: &Planned) -> Vec<Volume> {
             ..Volume::default()
         });
     }
+    volumes.push(Volume {
+        name: "config-token".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(ctx.config_token_secret.clone()),
+            default_mode: Some(0o400),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    });
     if keeps_state_in_database(planned) {
         volumes.push(Volume {
             name: "data".into(),
