@@ -10,12 +10,14 @@
 //! - [`controller`]: the pipeline (`reconcile`) and the kube-runtime Controller (`run`).
 //! - [`metrics`]: reconcile counts, errors and durations for `/metrics`.
 //! - [`http`]: `/health` and `/metrics`.
+//! - [`leader`]: leader election with a Lease (only the holder reconciles).
 
 pub mod apply;
 pub mod build;
 pub mod controller;
 pub mod crd;
 pub mod http;
+pub mod leader;
 pub mod metrics;
 pub mod status;
 pub mod validate;
