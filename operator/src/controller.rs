@@ -23,6 +23,7 @@ use crate::{
     apply::{self, ApplyError},
     build::{self, Settings},
     crd::Blueprint,
+    events::{self, Happened},
     metrics::Metrics,
     status::{self, Outcome},
     validate,
@@ -91,19 +92,30 @@ async fn reconcile_once(blueprint: &Blueprint, ctx: &Context) -> Result<Action, 
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join("; ");
+            if !events::already_reported(blueprint, "Stalled", &message) {
+                events::record(&ctx.client, blueprint, &Happened::Invalid(message.clone())).await;
+            }
             write_status(blueprint, ctx, Outcome::Invalid(message)).await?;
             // Nothing to retry until the spec changes (which triggers a reconcile).
             return Ok(Action::await_change());
         }
     };
     let desired = build::build(blueprint, &validated, &ctx.settings);
+    let mut changes = apply::Changes::default();
     let applied = async {
         apply::ensure_admin_secret(&ctx.client, blueprint).await?;
-        apply::apply(&ctx.client, &namespace, &desired).await?;
-        apply::prune(&ctx.client, blueprint, &desired).await
+        let existing = apply::existing(&ctx.client, blueprint).await?;
+        apply::apply(&ctx.client, &namespace, &desired, &existing, &mut changes).await?;
+        apply::prune(&ctx.client, blueprint, &desired, &existing, &mut changes).await
     }
     .await;
+    if !changes.is_empty() {
+        events::record(&ctx.client, blueprint, &Happened::Changed(changes)).await;
+    }
     if let Err(e) = applied {
+        if !events::already_reported(blueprint, "Ready", &e.to_string()) {
+            events::record(&ctx.client, blueprint, &Happened::ApplyFailed(e.to_string())).await;
+        }
         write_status(blueprint, ctx, Outcome::ApplyFailed(e.to_string())).await?;
         return Err(e.into());
     }

@@ -7,6 +7,7 @@
 //! - [`build`]: pure, validated Blueprint -> desired Kubernetes objects.
 //! - [`apply`]: server-side apply of the desired objects, the admin Secret, pruning.
 //! - [`status`]: conditions and per-service replicas.
+//! - [`events`]: Kubernetes Events on the Blueprint (invalid spec, apply failures, changes).
 //! - [`controller`]: the pipeline (`reconcile`) and the kube-runtime Controller (`run`).
 //! - [`metrics`]: reconcile counts, errors and durations for `/metrics`.
 //! - [`http`]: `/health` and `/metrics`.
@@ -16,6 +17,7 @@ pub mod apply;
 pub mod build;
 pub mod controller;
 pub mod crd;
+pub mod events;
 pub mod http;
 pub mod leader;
 pub mod metrics;

@@ -1,0 +1,90 @@
+//! The operator running against a stateful fake API server, and what tests read back from it.
+
+use std::time::Duration;
+
+use kaa_operator::{
+    build::{RESTART_HASH, Settings},
+    controller::{Context, run},
+    crd::Blueprint,
+    metrics::Metrics,
+};
+use kaa_testkit::{FakeApiServer, ObjectKey, eventually};
+use kube::api::{Api, PostParams};
+use serde_json::Value;
+
+pub const NS: &str = "kaa";
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A fake API server with the operator running against it.
+pub async fn operator() -> FakeApiServer {
+    let server = FakeApiServer::start().await;
+    let ctx = Context {
+        client: server.client_in(NS),
+        settings: Settings::default(),
+        metrics: Metrics::default(),
+    };
+    tokio::spawn(async move { run(ctx, Some(NS)).await });
+    server
+}
+
+pub async fn create(server: &FakeApiServer, name: &str) -> Api<Blueprint> {
+    let mut bp = super::sample(name);
+    bp.metadata.uid = None;
+    bp.metadata.generation = None;
+    let api: Api<Blueprint> = Api::namespaced(server.client_in(NS), NS);
+    api.create(&PostParams::default(), &bp).await.unwrap();
+    api
+}
+
+pub fn key(group: &str, version: &str, plural: &str, name: &str) -> ObjectKey {
+    ObjectKey {
+        group: group.into(),
+        version: version.into(),
+        plural: plural.into(),
+        namespace: NS.into(),
+        name: name.into(),
+    }
+}
+
+pub fn deployment(server: &FakeApiServer, name: &str) -> Option<Value> {
+    server.object(&key("apps", "v1", "deployments", name))
+}
+
+pub fn config_map(server: &FakeApiServer, name: &str) -> Option<Value> {
+    server.object(&ObjectKey::core("configmaps", NS, name))
+}
+
+pub fn hash(deployment: &Value) -> String {
+    deployment["spec"]["template"]["metadata"]["annotations"][RESTART_HASH]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+pub fn blueprint(server: &FakeApiServer, name: &str) -> Value {
+    server
+        .object(&key("kaa-rs.dev", "v1alpha1", "blueprints", name))
+        .unwrap()
+}
+
+pub fn condition(bp: &Value, type_: &str) -> Value {
+    bp["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == type_).cloned())
+        .unwrap_or(Value::Null)
+}
+
+/// Waits until the Blueprint's status describes `generation`, and returns the Blueprint.
+pub async fn observed(server: &FakeApiServer, name: &str, generation: i64) -> Value {
+    eventually(WAIT, "the status to describe the generation", || async {
+        let bp = blueprint(server, name);
+        (bp["status"]["observedGeneration"] == generation).then_some(bp)
+    })
+    .await
+}
+
+pub async fn edit(api: &Api<Blueprint>, name: &str, change: impl FnOnce(&mut Blueprint)) {
+    let mut bp = api.get(name).await.unwrap();
+    change(&mut bp);
+    api.replace(name, &PostParams::default(), &bp).await.unwrap();
+}
