@@ -116,8 +116,10 @@ fn assert_least_privilege(rules: &[PolicyRule]) {
         set(&["get", "list", "watch"])
     );
     assert!(grants(rules, "kaa-rs.dev", "blueprints/status").contains("patch"));
-    // The admin token Secret is created once and read back; nothing else on Secrets.
-    assert_eq!(grants(rules, "", "secrets"), set(&["get", "create"]));
+    // Secrets: exactly what a cm's Role grants (RBAC: the operator must hold what it grants),
+    // which covers the admin token and credentials; never patch (server-side apply of a Secret).
+    let cm_verbs: BTreeSet<String> = build::CM_SECRET_VERBS.map(String::from).into();
+    assert_eq!(grants(rules, "", "secrets"), cm_verbs);
     assert!(grants(rules, "", "events").contains("create"));
     for rule in rules {
         for list in [&rule.api_groups, &rule.resources].into_iter().flatten() {

@@ -42,6 +42,8 @@ pub enum ApplyError {
     },
     #[error("cannot create the admin token Secret: {0}")]
     AdminSecret(String),
+    #[error(transparent)]
+    Credentials(#[from] crate::credentials::CredentialError),
 }
 
 /// The objects of the Blueprint's kinds that carry its label, by (kind, name): what `apply`

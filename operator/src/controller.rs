@@ -23,6 +23,7 @@ use crate::{
     apply::{self, ApplyError},
     build::{self, Settings},
     crd::Blueprint,
+    credentials,
     events::{self, Happened},
     metrics::Metrics,
     status::{self, Outcome},
@@ -106,6 +107,9 @@ async fn reconcile_once(blueprint: &Blueprint, ctx: &Context) -> Result<Action, 
         apply::ensure_admin_secret(&ctx.client, blueprint).await?;
         let existing = apply::existing(&ctx.client, blueprint).await?;
         apply::apply(&ctx.client, &namespace, &desired, &existing, &mut changes).await?;
+        changes
+            .created
+            .extend(credentials::ensure(&ctx.client, blueprint, &validated).await?);
         apply::prune(&ctx.client, blueprint, &desired, &existing, &mut changes).await
     }
     .await;

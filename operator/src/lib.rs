@@ -7,6 +7,7 @@
 //! - [`build`]: pure, validated Blueprint -> desired Kubernetes objects.
 //! - [`apply`]: server-side apply of the desired objects, the admin Secret, pruning.
 //! - [`status`]: conditions and per-service replicas.
+//! - [`credentials`]: `spec.credentials` -> the Secrets the cm's Kubernetes backend watches.
 //! - [`events`]: Kubernetes Events on the Blueprint (invalid spec, apply failures, changes).
 //! - [`controller`]: the pipeline (`reconcile`) and the kube-runtime Controller (`run`).
 //! - [`metrics`]: reconcile counts, errors and durations for `/metrics`.
@@ -17,6 +18,7 @@ pub mod apply;
 pub mod build;
 pub mod controller;
 pub mod crd;
+pub mod credentials;
 pub mod events;
 pub mod http;
 pub mod leader;

@@ -100,6 +100,7 @@ pub fn validate(resource: &Blueprint) -> Result<Validated, Invalid> {
             listeners,
         });
     }
+    crate::credentials::check(spec, &services, &mut fail);
     if problems.is_empty() {
         Ok(Validated { services })
     } else {

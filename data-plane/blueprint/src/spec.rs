@@ -42,6 +42,105 @@ pub struct BlueprintSpec {
     /// How the services reach NATS and their database in a cluster (ignored by `kaa up`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<Cluster>,
+    /// Client credentials and endpoint tokens the operator provisions for the `cm` instance
+    /// (cluster only, with `storage: kubernetes`; ignored by `kaa up`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<Credentials>,
+}
+
+/// Credentials declared in the Blueprint: the operator writes each into a Secret in the layout
+/// the `cm` instance watches, once; afterwards the credential service owns it (status changes
+/// such as a revocation are kept). Values come from Secrets the user creates; the Blueprint only
+/// names them.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct Credentials {
+    /// MQTT client credentials: a username and a password from a Secret, or a certificate's issuer
+    /// and serial number.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 256)))]
+    pub clients: Vec<ClientCredentialSpec>,
+    /// Endpoint tokens issued before the device first connects.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 1024)))]
+    pub endpoint_tokens: Vec<EndpointTokenSpec>,
+}
+
+/// One client credential.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.username) == has(self.passwordSecret) && has(self.username) != has(self.certificate)",
+    "message": "give either username and passwordSecret, or certificate",
+}])))]
+pub struct ClientCredentialSpec {
+    /// Credential id, unique in the Blueprint; names the Secret `kaa-ccm-<cm>-<id>` (lowercase
+    /// letters, digits and `-`).
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 40)))]
+    pub id: String,
+    /// The MQTT client id the credential is for.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 1024)))]
+    pub client_id: String,
+    /// MQTT username (with `passwordSecret`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 1024)))]
+    pub username: Option<String>,
+    /// The Secret key holding the password (with `username`); the operator stores only its
+    /// argon2id hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret: Option<SecretKeyRef>,
+    /// A client certificate, by issuer and serial number (instead of username and password).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificateId>,
+}
+
+/// A key of a Secret in the Blueprint's namespace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct SecretKeyRef {
+    /// Secret name.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 253)))]
+    pub name: String,
+    /// Key in the Secret's data.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 253)))]
+    pub key: String,
+}
+
+/// A client certificate as the credential service identifies it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct CertificateId {
+    /// Issuer distinguished name (RFC 4514), e.g. `CN=Devices CA,O=Example`.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 1024)))]
+    pub issuer: String,
+    /// Serial number, base 10.
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]{1,64}$")))]
+    pub serial_number: String,
+}
+
+/// An endpoint token issued ahead of time (e.g. flashed into devices at the factory).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct EndpointTokenSpec {
+    /// Token id, unique in the Blueprint (lowercase letters, digits and `-`).
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 63)))]
+    pub id: String,
+    /// The endpoint the token belongs to: a lowercase UUID.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(regex(pattern = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"))
+    )]
+    pub endpoint_id: String,
+    /// The application version the endpoint runs (one of `spec.applications[].versions[].name`).
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 63)))]
+    pub app_version: String,
+    /// The Secret key holding the token value; the operator stores only its SHA-256.
+    pub token_secret: SecretKeyRef,
 }
 
 /// Cluster wiring of a Blueprint: what the operator gives every pod.

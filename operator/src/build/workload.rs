@@ -81,6 +81,8 @@ pub(super) fn deployment(ctx: &Context, planned: &Planned) -> Deployment {
             ..TopologySpreadConstraint::default()
         }]),
         automount_service_account_token: Some(needs_api(planned)),
+        // Its own account, bound to a Role on Secrets (access.rs).
+        service_account_name: needs_api(planned).then(|| planned.object_name.clone()),
         ..PodSpec::default()
     };
     Deployment {
@@ -118,7 +120,7 @@ pub(super) fn deployment(ctx: &Context, planned: &Planned) -> Deployment {
 }
 
 /// A CM keeping credentials in Kubernetes Secrets talks to the API server.
-fn needs_api(planned: &Planned) -> bool {
+pub(super) fn needs_api(planned: &Planned) -> bool {
     matches!(&planned.config, ServiceConfig::Cm(cm) if cm.storage == CmStorage::Kubernetes)
 }
 
