@@ -27,6 +27,7 @@ use crate::{
 };
 
 mod access;
+pub mod exposure;
 mod network;
 mod scaling;
 mod workload;
@@ -143,6 +144,9 @@ pub fn build(blueprint: &Blueprint, validated: &Validated, settings: &Settings) 
         objects.push(Object::ConfigMap(workload::config_map(&ctx, planned)));
         objects.push(Object::Deployment(workload::deployment(&ctx, planned)));
         objects.push(Object::Service(network::service(&ctx, planned)));
+        if let Some(devices) = exposure::devices_service(&ctx, planned) {
+            objects.push(Object::Service(devices));
+        }
         if let Some(pdb) = scaling::pod_disruption_budget(&ctx, planned) {
             objects.push(Object::PodDisruptionBudget(pdb));
         }

@@ -23,7 +23,7 @@ use kaa_blueprint::{
     spec::Quantities,
 };
 
-use super::{ADMIN_TOKEN_KEY, Context, HTTP_PORT};
+use super::{ADMIN_TOKEN_KEY, Context, HTTP_PORT, exposure};
 use crate::validate::Planned;
 
 /// Pod-template annotation: a hash of the config that only a restart applies. Changing it rolls
@@ -49,12 +49,15 @@ pub(super) fn config_map(ctx: &Context, planned: &Planned) -> ConfigMap {
 
 pub(super) fn deployment(ctx: &Context, planned: &Planned) -> Deployment {
     let selector = ctx.selector(planned);
-    let annotations = BTreeMap::from([
+    let mut annotations = BTreeMap::from([
         ("prometheus.io/scrape".to_owned(), "true".to_owned()),
         ("prometheus.io/port".to_owned(), HTTP_PORT.to_string()),
         ("prometheus.io/path".to_owned(), "/metrics".to_owned()),
         (RESTART_HASH.to_owned(), planned.config.restart_hash()),
     ]);
+    if let Some(secret) = &planned.spec.tls_secret {
+        annotations.insert(exposure::TLS_SECRET_ANNOTATION.to_owned(), secret.clone());
+    }
     let pod = PodSpec {
         containers: vec![container(ctx, planned)],
         volumes: Some(volumes(ctx, planned)),
@@ -187,6 +190,9 @@ fn container(ctx: &Context, planned: &Planned) -> Container {
             }
         }
     }
+    if let Some((_, mount)) = exposure::tls_volume(planned) {
+        mounts.push(mount);
+    }
     let mut ports = vec![port("http", HTTP_PORT)];
     ports.extend(planned.listeners.iter().map(|(name, p)| port(name, *p)));
     let probe = |initial_delay, period| Probe {
@@ -272,6 +278,9 @@ fn volumes(ctx: &Context, planned: &Planned) -> Vec<Volume> {
             }),
             ..Volume::default()
         });
+    }
+    if let Some((volume, _)) = exposure::tls_volume(planned) {
+        volumes.push(volume);
     }
     if keeps_state_in_database(planned) {
         volumes.push(Volume {
