@@ -20,6 +20,7 @@ use kube::{
 };
 
 use crate::{
+    addresses,
     apply::{self, ApplyError},
     build::{self, Settings},
     crd::Blueprint,
@@ -27,7 +28,7 @@ use crate::{
     events::{self, Happened},
     metrics::Metrics,
     status::{self, Outcome},
-    validate,
+    validate::{self, Planned},
 };
 
 /// What every reconcile shares.
@@ -133,14 +134,29 @@ async fn reconcile_once(blueprint: &Blueprint, ctx: &Context) -> Result<Action, 
                 what: format!("Deployment `{}`", planned.object_name),
                 source,
             })?;
-        services.push(status::service_status(
+        let mut service = status::service_status(
             planned.spec.instance_name(),
             planned.spec.kind.as_str(),
             deployment.as_ref(),
-        ));
+        );
+        service.addresses = device_addresses(ctx, &namespace, planned).await?;
+        services.push(service);
     }
     write_status(blueprint, ctx, Outcome::Applied(services)).await?;
     Ok(Action::requeue(RESYNC))
+}
+
+/// A kpc's device addresses, from its Service (status only: nothing to do for other kinds).
+async fn device_addresses(ctx: &Context, namespace: &str, planned: &Planned) -> Result<Vec<String>, Error> {
+    let Some(name) = addresses::service_name(planned) else {
+        return Ok(Vec::new());
+    };
+    let api: Api<Service> = Api::namespaced(ctx.client.clone(), namespace);
+    let service = api.get_opt(&name).await.map_err(|source| Error::Read {
+        what: format!("Service `{name}`"),
+        source,
+    })?;
+    Ok(addresses::device_addresses(planned, service.as_ref(), namespace))
 }
 
 async fn write_status(blueprint: &Blueprint, ctx: &Context, outcome: Outcome) -> Result<(), Error> {

@@ -132,6 +132,10 @@ pub struct ServiceStatus {
     pub desired_replicas: i32,
     /// Replicas passing their readiness probe.
     pub ready_replicas: i32,
+    /// For a `kpc`: the addresses devices should use (e.g. `mqtts://203.0.113.7:8883`), from its
+    /// Service; empty while a load balancer or node port is pending.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
 }
 
 /// The CRD as YAML, as checked in at `crds/blueprint.yaml`.

@@ -7,6 +7,7 @@
 //! - [`build`]: pure, validated Blueprint -> desired Kubernetes objects.
 //! - [`apply`]: server-side apply of the desired objects, the admin Secret, pruning.
 //! - [`status`]: conditions and per-service replicas.
+//! - [`addresses`]: the device addresses of a kpc, from its Service.
 //! - [`credentials`]: `spec.credentials` -> the Secrets the cm's Kubernetes backend watches.
 //! - [`events`]: Kubernetes Events on the Blueprint (invalid spec, apply failures, changes).
 //! - [`controller`]: the pipeline (`reconcile`) and the kube-runtime Controller (`run`).
@@ -14,6 +15,7 @@
 //! - [`http`]: `/health` and `/metrics`.
 //! - [`leader`]: leader election with a Lease (only the holder reconciles).
 
+pub mod addresses;
 pub mod apply;
 pub mod build;
 pub mod controller;

@@ -27,6 +27,7 @@ pub fn service_status(name: &str, kind: &str, deployment: Option<&Deployment>) -
         // An HPA-managed Deployment has the HPA's number in spec.replicas, 1 by default.
         desired_replicas: spec_replicas.unwrap_or(1),
         ready_replicas: status.and_then(|s| s.ready_replicas).unwrap_or(0),
+        addresses: Vec::new(),
     }
 }
 

@@ -5,11 +5,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use base64::Engine;
-use common::cluster::{NS, WAIT, blueprint, condition, create, deployment, edit, key, observed, operator};
+use common::cluster::{
+    NS, WAIT, blueprint, condition, create, deployment, edit, key, observed, operator, user_secret,
+};
 use k8s_openapi::api::core::v1::Secret;
 use kaa_testkit::{FakeApiServer, ObjectKey, eventually};
 use kube::api::{Api, PostParams};
@@ -19,19 +19,6 @@ use sha2::{Digest, Sha256};
 const PASSWORD: &str = "s3cret-meter-pass";
 const TOKEN: &str = "factory-token-value-0001";
 const ENDPOINT: &str = "2f1b7a52-8d36-4c1e-9a0b-5e4f3c2d1a00";
-
-async fn source_secret(server: &FakeApiServer, name: &str, key: &str, value: &str) {
-    let api: Api<Secret> = Api::namespaced(server.client_in(NS), NS);
-    let secret = Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        string_data: Some(BTreeMap::from([(key.to_owned(), value.to_owned())])),
-        ..Default::default()
-    };
-    api.create(&PostParams::default(), &secret).await.unwrap();
-}
 
 fn secret(server: &FakeApiServer, name: &str) -> Option<Value> {
     server.object(&ObjectKey::core("secrets", NS, name))
@@ -49,8 +36,8 @@ async fn materialised(server: &FakeApiServer, name: &str) -> Value {
 #[tokio::test]
 async fn declared_credentials_become_cm_secrets_with_hashes_only() {
     let server = operator().await;
-    source_secret(&server, "meter-gateway", "password", PASSWORD).await;
-    source_secret(&server, "factory-tokens", "meter-0001", TOKEN).await;
+    user_secret(&server, "meter-gateway", "password", PASSWORD).await;
+    user_secret(&server, "factory-tokens", "meter-0001", TOKEN).await;
     create(&server, "scaled").await;
     observed(&server, "scaled", 1).await;
 
@@ -134,8 +121,8 @@ async fn declared_credentials_become_cm_secrets_with_hashes_only() {
 #[tokio::test]
 async fn what_the_cm_changed_is_never_overwritten() {
     let server = operator().await;
-    source_secret(&server, "meter-gateway", "password", PASSWORD).await;
-    source_secret(&server, "factory-tokens", "meter-0001", TOKEN).await;
+    user_secret(&server, "meter-gateway", "password", PASSWORD).await;
+    user_secret(&server, "factory-tokens", "meter-0001", TOKEN).await;
     let api = create(&server, "scaled").await;
     observed(&server, "scaled", 1).await;
     let name = format!("kaa-cm-cm-ep-{ENDPOINT}");
@@ -165,7 +152,7 @@ async fn what_the_cm_changed_is_never_overwritten() {
         .unwrap();
 
     // A new token for the same endpoint joins the existing Secret; the rest stays as the cm left it.
-    source_secret(&server, "more-tokens", "t2", "second-token-value").await;
+    user_secret(&server, "more-tokens", "t2", "second-token-value").await;
     edit(&api, "scaled", |bp| {
         let credentials = bp.spec.blueprint.credentials.as_mut().unwrap();
         let mut second = credentials.endpoint_tokens[0].clone();
@@ -189,7 +176,7 @@ async fn what_the_cm_changed_is_never_overwritten() {
 #[tokio::test]
 async fn a_missing_source_secret_is_named_and_retried() {
     let server = operator().await;
-    source_secret(&server, "factory-tokens", "meter-0001", TOKEN).await;
+    user_secret(&server, "factory-tokens", "meter-0001", TOKEN).await;
     create(&server, "scaled").await;
     let ready = eventually(WAIT, "Ready=False naming the missing Secret", || async {
         let ready = condition(&blueprint(&server, "scaled"), "Ready");
@@ -200,7 +187,7 @@ async fn a_missing_source_secret_is_named_and_retried() {
     })
     .await;
     assert_eq!(ready["reason"], "ApplyFailed");
-    source_secret(&server, "meter-gateway", "password", PASSWORD).await;
+    user_secret(&server, "meter-gateway", "password", PASSWORD).await;
     // Retried (error backoff) until the Secret exists.
     materialised(&server, "kaa-ccm-cm-meter-gateway").await;
 }

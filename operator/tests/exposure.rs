@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::cluster::{NS, condition, config_map, create, deployment, edit, hash, observed, operator};
+use common::cluster::{
+    NS, condition, config_map, create, create_scaled, deployment, edit, hash, observed, operator,
+};
 use kaa_blueprint::spec::{Exposure, ListenerPorts, NodePorts, ServiceType};
 use kaa_testkit::{FakeApiServer, ObjectKey};
 use serde_json::Value;
@@ -32,7 +34,7 @@ fn pod(deployment: &Value) -> &Value {
 #[tokio::test]
 async fn a_kpc_behind_a_load_balancer_with_its_tls_secret() {
     let server = operator().await;
-    create(&server, "scaled").await;
+    create_scaled(&server).await;
     observed(&server, "scaled", 1).await;
 
     let devices = service(&server, "scaled-kpc-devices");
@@ -85,7 +87,7 @@ async fn a_kpc_behind_a_load_balancer_with_its_tls_secret() {
 #[tokio::test]
 async fn another_tls_secret_rolls_the_pods_and_node_ports_reach_the_service() {
     let server = operator().await;
-    let api = create(&server, "scaled").await;
+    let api = create_scaled(&server).await;
     observed(&server, "scaled", 1).await;
     let before = deployment(&server, "scaled-kpc").unwrap();
 
@@ -122,7 +124,7 @@ async fn stalled_message(
     server: &FakeApiServer,
     change: impl FnOnce(&mut kaa_operator::crd::Blueprint),
 ) -> String {
-    let api = create(server, "scaled").await;
+    let api = create_scaled(server).await;
     observed(server, "scaled", 1).await;
     edit(&api, "scaled", change).await;
     let bp = observed(server, "scaled", 2).await;
@@ -196,4 +198,88 @@ fn the_schema_refuses_bad_ports_at_apply_time() {
     ] {
         assert!(rules.contains(message), "{message}: {rules}");
     }
+}
+
+fn addresses(bp: &Value, instance: &str) -> Vec<String> {
+    bp["status"]["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == instance)
+        .and_then(|s| s["addresses"].as_array())
+        .map(|a| a.iter().map(|v| v.as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn the_status_tells_devices_where_to_connect() {
+    let server = operator().await;
+    create(&server, "quickstart").await;
+    let bp = observed(&server, "quickstart", 1).await;
+    let kpc = addresses(&bp, "kpc");
+    assert!(
+        kpc.contains(&"mqtt://quickstart-kpc.kaa.svc:1883".to_owned()),
+        "{kpc:?}"
+    );
+    assert!(addresses(&bp, "epr").is_empty(), "only a kpc serves devices");
+
+    // Behind a load balancer: nothing until the cloud assigns an address, then that address.
+    let server = operator().await;
+    create_scaled(&server).await;
+    let bp = observed(&server, "scaled", 1).await;
+    assert!(addresses(&bp, "kpc").is_empty(), "the load balancer is pending");
+    let services: kube::Api<k8s_openapi::api::core::v1::Service> =
+        kube::Api::namespaced(server.client_in(NS), NS);
+    let ingress = serde_json::json!({"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}});
+    services
+        .patch_status(
+            "scaled-kpc-devices",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&ingress),
+        )
+        .await
+        .unwrap();
+    let kpc = kaa_testkit::eventually(common::cluster::WAIT, "the load balancer's address", || async {
+        let kpc = addresses(&common::cluster::blueprint(&server, "scaled"), "kpc");
+        (!kpc.is_empty()).then_some(kpc)
+    })
+    .await;
+    assert_eq!(
+        kpc,
+        [
+            "mqtt://203.0.113.7:1883",
+            "mqtts://203.0.113.7:8883",
+            "wss://203.0.113.7:443/mqtt"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn node_ports_with_a_host_name_give_that_host() {
+    let server = operator().await;
+    let api = create_scaled(&server).await;
+    observed(&server, "scaled", 1).await;
+    edit(&api, "scaled", |bp| {
+        bp.spec.blueprint.services[0].expose = Some(Exposure {
+            type_: Some(ServiceType::NodePort),
+            node_ports: Some(NodePorts {
+                mqtt: Some(31883),
+                mqtts: Some(30883),
+                wss: Some(30443),
+                ..NodePorts::default()
+            }),
+            host: Some("devices.example.com".into()),
+            ..Exposure::default()
+        });
+    })
+    .await;
+    let bp = observed(&server, "scaled", 2).await;
+    assert_eq!(
+        addresses(&bp, "kpc"),
+        [
+            "mqtt://devices.example.com:31883",
+            "mqtts://devices.example.com:30883",
+            "wss://devices.example.com:30443/mqtt"
+        ]
+    );
 }

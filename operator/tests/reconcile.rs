@@ -5,7 +5,8 @@
 mod common;
 
 use common::cluster::{
-    NS, WAIT, blueprint, condition, config_map, create, deployment, edit, hash, key, observed, operator,
+    NS, WAIT, blueprint, condition, config_map, create, create_scaled, deployment, edit, hash, key, observed,
+    operator,
 };
 use kaa_operator::{
     build::Settings,
@@ -149,7 +150,7 @@ async fn removing_a_service_prunes_its_objects() {
 #[tokio::test]
 async fn an_autoscaled_deployment_keeps_the_replicas_the_hpa_set() {
     let server = operator().await;
-    let api = create(&server, "scaled").await;
+    let api = create_scaled(&server).await;
     observed(&server, "scaled", 1).await;
     let kpc = deployment(&server, "scaled-kpc").unwrap();
     assert_eq!(

@@ -88,3 +88,27 @@ pub async fn edit(api: &Api<Blueprint>, name: &str, change: impl FnOnce(&mut Blu
     change(&mut bp);
     api.replace(name, &PostParams::default(), &bp).await.unwrap();
 }
+
+/// A Secret with one key, as a user creates it (e.g. a password `spec.credentials` names).
+pub async fn user_secret(server: &FakeApiServer, name: &str, key: &str, value: &str) {
+    let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(server.client_in(NS), NS);
+    let secret = k8s_openapi::api::core::v1::Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        string_data: Some(std::collections::BTreeMap::from([(
+            key.to_owned(),
+            value.to_owned(),
+        )])),
+        ..Default::default()
+    };
+    api.create(&PostParams::default(), &secret).await.unwrap();
+}
+
+/// The scaled sample with the Secrets its credentials name.
+pub async fn create_scaled(server: &FakeApiServer) -> Api<Blueprint> {
+    user_secret(server, "meter-gateway", "password", "s3cret-meter-pass").await;
+    user_secret(server, "factory-tokens", "meter-0001", "factory-token-value-0001").await;
+    create(server, "scaled").await
+}
