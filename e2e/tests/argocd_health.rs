@@ -112,6 +112,7 @@ fn operator_cases() -> Vec<Case> {
         kind: name.to_owned(),
         desired_replicas: 2,
         ready_replicas: ready,
+        addresses: Vec::new(),
     };
     let now = "2026-05-20T10:00:00Z";
     let blueprint = |generation: i64, status: Option<kaa_operator::crd::BlueprintStatus>| {
