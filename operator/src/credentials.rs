@@ -80,18 +80,7 @@ pub fn check(spec: &BlueprintSpec, services: &[Planned], fail: &mut impl FnMut(S
     let mut seen = BTreeMap::new();
     for (i, client) in credentials.clients.iter().enumerate() {
         let at = format!("spec.credentials.clients[{i}]");
-        if !is_dns_label(&client.id) {
-            fail(
-                format!("{at}.id"),
-                format!("`{}` must be lowercase letters, digits and `-`", client.id),
-            );
-        }
-        if let Some(first) = seen.insert(client.id.as_str(), i) {
-            fail(
-                format!("{at}.id"),
-                format!("`{}` is the id of clients[{first}] already", client.id),
-            );
-        }
+        check_id(&at, "clients", &client.id, i, &mut seen, fail);
         let password = client.username.is_some() && client.password_secret.is_some();
         if password == client.certificate.is_some()
             || client.username.is_some() != client.password_secret.is_some()
@@ -110,18 +99,7 @@ pub fn check(spec: &BlueprintSpec, services: &[Planned], fail: &mut impl FnMut(S
     let mut seen = BTreeMap::new();
     for (i, token) in credentials.endpoint_tokens.iter().enumerate() {
         let at = format!("spec.credentials.endpointTokens[{i}]");
-        if !is_dns_label(&token.id) {
-            fail(
-                format!("{at}.id"),
-                format!("`{}` must be lowercase letters, digits and `-`", token.id),
-            );
-        }
-        if let Some(first) = seen.insert(token.id.as_str(), i) {
-            fail(
-                format!("{at}.id"),
-                format!("`{}` is the id of endpointTokens[{first}] already", token.id),
-            );
-        }
+        check_id(&at, "endpointTokens", &token.id, i, &mut seen, fail);
         if !is_uuid(&token.endpoint_id) {
             fail(
                 format!("{at}.endpointId"),
@@ -134,6 +112,29 @@ pub fn check(spec: &BlueprintSpec, services: &[Planned], fail: &mut impl FnMut(S
                 format!("`{}` is not a version in spec.applications", token.app_version),
             );
         }
+    }
+}
+
+/// An id names a Secret or a Secret key: a DNS label, unique in its list.
+fn check_id<'a>(
+    at: &str,
+    list: &str,
+    id: &'a str,
+    index: usize,
+    seen: &mut BTreeMap<&'a str, usize>,
+    fail: &mut impl FnMut(String, String),
+) {
+    if !is_dns_label(id) {
+        fail(
+            format!("{at}.id"),
+            format!("`{id}` must be lowercase letters, digits and `-`"),
+        );
+    }
+    if let Some(first) = seen.insert(id, index) {
+        fail(
+            format!("{at}.id"),
+            format!("`{id}` is the id of {list}[{first}] already"),
+        );
     }
 }
 

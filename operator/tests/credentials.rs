@@ -214,3 +214,28 @@ async fn credentials_need_a_cm_with_kubernetes_storage() {
         "{stalled}"
     );
 }
+
+#[test]
+fn credential_mistakes_are_named_by_field() {
+    let mut bp = common::sample("scaled");
+    let credentials = bp.spec.blueprint.credentials.as_mut().unwrap();
+    credentials.clients[1].id = "meter-gateway".into();
+    credentials.clients[0].certificate = credentials.clients[1].certificate.clone();
+    credentials.endpoint_tokens[0].endpoint_id = "2F1B7A52-8D36-4C1E-9A0B-5E4F3C2D1A00".into();
+    credentials.endpoint_tokens[0].app_version = "smart_meter_v9".into();
+    let errors: Vec<String> = kaa_operator::validate::validate(&bp)
+        .unwrap_err()
+        .0
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            "spec.credentials.clients[0]: give either username and passwordSecret, or certificate",
+            "spec.credentials.clients[1].id: `meter-gateway` is the id of clients[0] already",
+            "spec.credentials.endpointTokens[0].endpointId: `2F1B7A52-8D36-4C1E-9A0B-5E4F3C2D1A00` must be a lowercase UUID",
+            "spec.credentials.endpointTokens[0].appVersion: `smart_meter_v9` is not a version in spec.applications",
+        ]
+    );
+}

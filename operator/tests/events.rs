@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::cluster::{NS, WAIT, create, edit, observed, operator};
+use common::cluster::{NS, WAIT, create, observed, operator, remove_bcx};
 use kaa_testkit::{FakeApiServer, eventually};
 use serde_json::Value;
 
@@ -57,12 +57,7 @@ async fn created_and_pruned_objects_are_summed_up_in_normal_events() {
     assert!(note.starts_with("created "), "{note}");
     assert!(note.contains("Deployment/quickstart-kpc"), "{note}");
 
-    edit(&api, "quickstart", |bp| {
-        let spec = &mut bp.spec.blueprint;
-        spec.services.retain(|s| s.instance_name() != "bcx");
-        spec.applications[0].versions[0].extensions.retain(|e| e != "bcx");
-    })
-    .await;
+    remove_bcx(&api).await;
     observed(&server, "quickstart", 2).await;
     let pruned = eventually(WAIT, "an event naming the pruned objects", || async {
         with_reason(&server, "quickstart", "Applied")

@@ -6,7 +6,7 @@ mod common;
 
 use common::cluster::{
     NS, WAIT, blueprint, condition, config_map, create, create_scaled, deployment, edit, hash, key, observed,
-    operator,
+    operator, remove_bcx,
 };
 use kaa_operator::{
     build::Settings,
@@ -122,12 +122,7 @@ async fn removing_a_service_prunes_its_objects() {
     let api = create(&server, "quickstart").await;
     observed(&server, "quickstart", 1).await;
     assert!(deployment(&server, "quickstart-bcx").is_some());
-    edit(&api, "quickstart", |bp| {
-        let spec = &mut bp.spec.blueprint;
-        spec.services.retain(|s| s.instance_name() != "bcx");
-        spec.applications[0].versions[0].extensions.retain(|e| e != "bcx");
-    })
-    .await;
+    remove_bcx(&api).await;
     observed(&server, "quickstart", 2).await;
     assert!(
         deployment(&server, "quickstart-bcx").is_none(),

@@ -112,3 +112,13 @@ pub async fn create_scaled(server: &FakeApiServer) -> Api<Blueprint> {
     user_secret(server, "factory-tokens", "meter-0001", "factory-token-value-0001").await;
     create(server, "scaled").await
 }
+
+/// Removes the quickstart's `bcx` instance (and the version's use of it), as a user would.
+pub async fn remove_bcx(api: &Api<Blueprint>) {
+    edit(api, "quickstart", |bp| {
+        let spec = &mut bp.spec.blueprint;
+        spec.services.retain(|s| s.instance_name() != "bcx");
+        spec.applications[0].versions[0].extensions.retain(|e| e != "bcx");
+    })
+    .await;
+}
