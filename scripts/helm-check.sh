@@ -60,6 +60,7 @@ cases=(
   "namespaced|--set watchNamespace=kaa"
   "monitored|--set serviceMonitor.enabled=true --set serviceMonitor.labels.release=prom"
   "external-sa|--set serviceAccount.create=false --set serviceAccount.name=kaa --set rbac.create=false"
+  "single|--set leaderElection.enabled=false"
 )
 for entry in "${cases[@]}"; do
   name="${entry%%|*}"

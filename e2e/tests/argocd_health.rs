@@ -114,6 +114,7 @@ fn operator_cases() -> Vec<Case> {
         ready_replicas: ready,
         config_version: None,
         config_applied: None,
+        addresses: Vec::new(),
     };
     let now = "2026-05-20T10:00:00Z";
     let blueprint = |generation: i64, status: Option<kaa_operator::crd::BlueprintStatus>| {

@@ -31,7 +31,24 @@ impl Rendered {
     }
 
     fn one(&self, kind: &str) -> &Value {
-        let found: Vec<&Value> = self.docs.iter().filter(|d| d["kind"] == kind).collect();
+        self.one_named(kind, "")
+    }
+
+    /// The one `kind` whose name ends with `suffix` (`""`: the one `kind` not named
+    /// `*-leader-election`).
+    fn one_named(&self, kind: &str, suffix: &str) -> &Value {
+        let found: Vec<&Value> = self
+            .docs
+            .iter()
+            .filter(|d| d["kind"] == kind)
+            .filter(|d| {
+                let name = d["metadata"]["name"].as_str().unwrap_or_default();
+                match suffix {
+                    "" => !name.ends_with("-leader-election"),
+                    suffix => name.ends_with(suffix),
+                }
+            })
+            .collect();
         assert_eq!(found.len(), 1, "expected one {kind}, got {}", found.len());
         found[0]
     }
@@ -65,7 +82,7 @@ fn render_all() -> std::collections::BTreeMap<String, Rendered> {
     println!("{log}");
     assert!(output.status.success(), "scripts/helm-check.sh failed:\n{log}");
     let mut cases = std::collections::BTreeMap::new();
-    for name in ["default", "namespaced", "monitored", "external-sa"] {
+    for name in ["default", "namespaced", "monitored", "external-sa", "single"] {
         let text = std::fs::read_to_string(out.path().join(format!("{name}.yaml"))).unwrap();
         let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
         let docs = docs.into_iter().filter(|d| !d.is_null()).collect();
@@ -109,8 +126,10 @@ fn assert_least_privilege(rules: &[PolicyRule]) {
         set(&["get", "list", "watch"])
     );
     assert!(grants(rules, "kaa-rs.dev", "blueprints/status").contains("patch"));
-    // The admin token Secret is created once and read back; nothing else on Secrets.
-    assert_eq!(grants(rules, "", "secrets"), set(&["get", "create"]));
+    // Secrets: exactly what a cm's Role grants (RBAC: the operator must hold what it grants),
+    // which covers the admin token and credentials; never patch (server-side apply of a Secret).
+    let cm_verbs: BTreeSet<String> = build::CM_SECRET_VERBS.map(String::from).into();
+    assert_eq!(grants(rules, "", "secrets"), cm_verbs);
     assert!(grants(rules, "", "events").contains("create"));
     for rule in rules {
         for list in [&rule.api_groups, &rule.resources].into_iter().flatten() {
@@ -136,16 +155,15 @@ fn the_helm_chart_lints_renders_and_grants_what_the_operator_needs() {
         assert_eq!(crd["metadata"]["name"], "blueprints.kaa-rs.dev", "{name}");
         let deployment: Deployment = rendered.typed("Deployment");
         let spec = deployment.spec.unwrap();
-        assert_eq!(
-            spec.replicas,
-            Some(1),
-            "{name}: one replica (no leader election yet)"
-        );
-        assert_eq!(
-            spec.strategy.unwrap().type_.as_deref(),
-            Some("Recreate"),
-            "{name}"
-        );
+        let args = rendered.args();
+        // Without leader election two replicas must never run at once.
+        let (strategy, election) = match name.as_str() {
+            "single" => ("Recreate", "--leader-election=false"),
+            _ => ("RollingUpdate", "--leader-election=true"),
+        };
+        assert!(args.contains(&election.to_owned()), "{name}: {args:?}");
+        assert_eq!(spec.strategy.unwrap().type_.as_deref(), Some(strategy), "{name}");
+        assert_eq!(spec.replicas, Some(1), "{name}");
         let pod = spec.template.spec.unwrap();
         let pod_security = pod.security_context.unwrap();
         assert_eq!(pod_security.run_as_non_root, Some(true), "{name}");
@@ -163,7 +181,6 @@ fn the_helm_chart_lints_renders_and_grants_what_the_operator_needs() {
             let http = probe.clone().unwrap().http_get.unwrap();
             assert_eq!(http.path.as_deref(), Some("/health"), "{name}");
         }
-        let args = rendered.args();
         assert_eq!(args[0], "run", "{name}");
         // The chart's default data-plane image is the operator's own default.
         assert!(
@@ -221,6 +238,32 @@ fn the_helm_chart_lints_renders_and_grants_what_the_operator_needs() {
         subject.name.as_str()
     );
     assert!(!default.kinds().contains(&"ServiceMonitor"));
+    // Leader election: the one Lease, in the release namespace, read and updated by name.
+    assert!(default.args().contains(&"--lease-name=kaa-operator".to_owned()));
+    let lease_role: Role =
+        serde_json::from_value(default.one_named("Role", "-leader-election").clone()).unwrap();
+    assert_eq!(lease_role.metadata.namespace.as_deref(), Some("kaa-system"));
+    let lease_rules = lease_role.rules.unwrap();
+    assert_eq!(
+        grants(&lease_rules, "coordination.k8s.io", "leases"),
+        ["create", "get", "update"].map(String::from).into()
+    );
+    assert!(
+        lease_rules
+            .iter()
+            .filter(|r| r.verbs.iter().any(|v| v == "get" || v == "update"))
+            .all(|r| r.resource_names == Some(vec!["kaa-operator".to_owned()]))
+    );
+    let lease_binding = default.one_named("RoleBinding", "-leader-election");
+    assert_eq!(
+        lease_binding["roleRef"]["name"],
+        lease_role.metadata.name.unwrap()
+    );
+    let single = &cases["single"];
+    assert!(
+        !single.kinds().contains(&"Role"),
+        "no Lease role without leader election"
+    );
 
     // One watched namespace: a Role there, nothing cluster-wide.
     let namespaced = &cases["namespaced"];

@@ -1,6 +1,7 @@
 //! The operator against a real cluster: only when `KUBECONFIG` is set, else reported skipped.
 //! Installs the CRD, runs the operator in this process (out of cluster) for one temporary,
-//! labelled namespace, applies the smart-energy sample and checks objects, status and garbage
+//! labelled namespace, behind leader election with a Lease there, applies the smart-energy
+//! sample and checks objects, status (device addresses included), events, the Lease and garbage
 //! collection. It assumes no pod can run (a cluster without nodes is a valid target): Ready stays
 //! False with a reason that says pods are not ready.
 
@@ -9,10 +10,16 @@
 use std::time::Duration;
 
 use k8s_openapi::{
-    api::{apps::v1::Deployment, core::v1::Namespace},
+    api::{apps::v1::Deployment, coordination::v1::Lease, core::v1::Namespace, events::v1::Event},
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
-use kaa_operator::{build::Settings, controller, crd::Blueprint, metrics::Metrics};
+use kaa_operator::{
+    build::Settings,
+    controller,
+    crd::Blueprint,
+    leader::{Elector, LeaseSettings},
+    metrics::Metrics,
+};
 use kaa_testkit::eventually;
 use kube::{
     Api, Client, CustomResourceExt,
@@ -53,7 +60,21 @@ async fn e2e_smart_energy_is_reconciled_and_collected() {
         provider: kaa_operator::provider::Provider::default(),
     };
     let operator_ns = ns.clone();
-    let operator = tokio::spawn(async move { controller::run(ctx, Some(&operator_ns)).await });
+    let mut elector = Elector::new(client.clone(), LeaseSettings::new("kaa-operator", &ns, "kaa-e2e"));
+    let operator = tokio::spawn(async move {
+        elector
+            .run(
+                || controller::run(ctx.clone(), Some(&operator_ns)),
+                std::future::pending(),
+            )
+            .await
+    });
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    eventually(WAIT, "the operator to hold the Lease", || async {
+        let lease = leases.get_opt("kaa-operator").await.ok()??;
+        (lease.spec?.holder_identity.as_deref() == Some("kaa-e2e")).then_some(())
+    })
+    .await;
 
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -78,9 +99,26 @@ async fn e2e_smart_energy_is_reconciled_and_collected() {
         (bp.status.as_ref()?.observed_generation == Some(1)).then_some(bp)
     })
     .await;
-    let ready = bp
-        .status
-        .unwrap()
+    let status = bp.status.unwrap();
+    let kpc = status.services.iter().find(|s| s.kind == "kpc").unwrap();
+    assert!(
+        kpc.addresses
+            .contains(&format!("mqtt://smart-energy-kpc.{ns}.svc:1883")),
+        "{kpc:?}"
+    );
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    eventually(WAIT, "an Applied event on the Blueprint", || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("Applied")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("smart-energy")
+            })
+            .then_some(())
+    })
+    .await;
+    let ready = status
         .conditions
         .into_iter()
         .find(|c| c.type_ == "Ready")

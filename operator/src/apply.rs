@@ -1,7 +1,7 @@
 //! Step 3 of a reconcile: make the cluster hold the desired objects (server-side apply, one field
 //! manager), create the admin token Secret once, and delete what the Blueprint no longer declares.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine;
 use k8s_openapi::api::core::v1::Secret;
@@ -44,10 +44,70 @@ pub enum ApplyError {
     AdminSecret(String),
     #[error("cannot read or create the config token Secret {0}")]
     ConfigToken(String),
+    #[error(transparent)]
+    Credentials(#[from] crate::credentials::CredentialError),
+}
+
+/// The objects of the Blueprint's kinds that carry its label, by (kind, name): what `apply`
+/// compares with (created or updated) and `prune` chooses from. Listed once per reconcile.
+#[derive(Debug, Default)]
+pub struct Existing {
+    objects: BTreeMap<(String, String), DynamicObject>,
+}
+
+/// What a reconcile changed, as `Kind/name` (for the Normal event; names only, never data).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changes {
+    pub created: Vec<String>,
+    pub updated: Vec<String>,
+    pub pruned: Vec<String>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.created.is_empty() && self.updated.is_empty() && self.pruned.is_empty()
+    }
+}
+
+/// Lists the Blueprint's objects of every kind it may own.
+pub async fn existing(client: &Client, blueprint: &Blueprint) -> Result<Existing, ApplyError> {
+    let mut existing = Existing::default();
+    let Some(namespace) = blueprint.namespace() else {
+        return Ok(existing);
+    };
+    let selector = format!(
+        "{BLUEPRINT_LABEL}={},{}={}",
+        blueprint.name_any(),
+        MANAGED_BY.0,
+        MANAGED_BY.1
+    );
+    for resource in build::owned_kinds() {
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &resource);
+        let found = api
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|source| ApplyError::List {
+                kind: resource.kind.clone(),
+                source,
+            })?;
+        for object in found {
+            existing
+                .objects
+                .insert((resource.kind.clone(), object.name_any()), object);
+        }
+    }
+    Ok(existing)
 }
 
 /// Applies every desired object; the first failure stops the rest (the next reconcile retries).
-pub async fn apply(client: &Client, namespace: &str, desired: &Desired) -> Result<(), ApplyError> {
+/// Adds what was created or changed to `changes`.
+pub async fn apply(
+    client: &Client,
+    namespace: &str,
+    desired: &Desired,
+    existing: &Existing,
+    changes: &mut Changes,
+) -> Result<(), ApplyError> {
     // `force`: the operator owns these fields; a `kubectl edit` is reverted, not a conflict.
     let params = PatchParams::apply(FIELD_MANAGER).force();
     for object in &desired.objects {
@@ -59,54 +119,60 @@ pub async fn apply(client: &Client, namespace: &str, desired: &Desired) -> Resul
             source,
         })?;
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
-        api.patch(&name, &params, &Patch::Apply(json))
+        let applied = api
+            .patch(&name, &params, &Patch::Apply(json))
             .await
-            .map_err(|source| ApplyError::Apply { kind, name, source })?;
+            .map_err(|source| ApplyError::Apply {
+                kind: kind.clone(),
+                name: name.clone(),
+                source,
+            })?;
+        let label = format!("{kind}/{name}");
+        // An apply that changes nothing keeps the resourceVersion.
+        match existing.objects.get(&(kind, name)) {
+            None => changes.created.push(label),
+            Some(before) if before.resource_version() != applied.resource_version() => {
+                changes.updated.push(label);
+            }
+            Some(_) => {}
+        }
     }
     Ok(())
 }
 
 /// Deletes the objects of the Blueprint's kinds that carry its label and its owner reference
-/// but are no longer desired. The owner check keeps a same-named Blueprint's leftovers (or
-/// anything a user labelled by hand) safe.
-pub async fn prune(client: &Client, blueprint: &Blueprint, desired: &Desired) -> Result<usize, ApplyError> {
+/// but are no longer desired, and adds them to `changes`. The owner check keeps a same-named
+/// Blueprint's leftovers (or anything a user labelled by hand) safe.
+pub async fn prune(
+    client: &Client,
+    blueprint: &Blueprint,
+    desired: &Desired,
+    existing: &Existing,
+    changes: &mut Changes,
+) -> Result<(), ApplyError> {
     let (Some(namespace), Some(uid)) = (blueprint.namespace(), blueprint.uid()) else {
-        return Ok(0);
+        return Ok(());
     };
-    let selector = format!(
-        "{BLUEPRINT_LABEL}={},{}={}",
-        blueprint.name_any(),
-        MANAGED_BY.0,
-        MANAGED_BY.1
-    );
     let keep: BTreeSet<(String, &str)> = desired
         .objects
         .iter()
         .map(|o| (o.api_resource().kind, o.name()))
         .collect();
-    let mut pruned = 0;
     for resource in build::owned_kinds() {
         let kind = resource.kind.clone();
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &resource);
-        let found = api
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(|source| ApplyError::List {
-                kind: kind.clone(),
-                source,
-            })?;
-        for object in found {
-            let name = object.name_any();
+        let found = existing.objects.iter().filter(|((k, _), _)| *k == kind);
+        for ((_, name), object) in found {
             let owned = object.owner_references().iter().any(|o| o.uid == uid);
             if owned && !keep.contains(&(kind.clone(), name.as_str())) {
-                match api.delete(&name, &DeleteParams::background()).await {
-                    Ok(_) => pruned += 1,
+                match api.delete(name, &DeleteParams::background()).await {
+                    Ok(_) => changes.pruned.push(format!("{kind}/{name}")),
                     // Gone already: what pruning wanted.
                     Err(kube::Error::Api(e)) if e.code == 404 => {}
                     Err(source) => {
                         return Err(ApplyError::Delete {
                             kind: kind.clone(),
-                            name,
+                            name: name.clone(),
                             source,
                         });
                     }
@@ -114,7 +180,7 @@ pub async fn prune(client: &Client, blueprint: &Blueprint, desired: &Desired) ->
             }
         }
     }
-    Ok(pruned)
+    Ok(())
 }
 
 /// Creates the admin token Secret unless it exists: a token users already hold is never

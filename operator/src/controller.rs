@@ -20,13 +20,16 @@ use kube::{
 };
 
 use crate::{
+    addresses,
     apply::{self, ApplyError},
     build::{self, Settings},
     crd::Blueprint,
+    credentials,
+    events::{self, Happened},
     metrics::Metrics,
     provider::{self, Provider},
     status::{self, Outcome},
-    validate,
+    validate::{self, Planned},
 };
 
 /// What every reconcile shares.
@@ -93,22 +96,36 @@ async fn reconcile_once(blueprint: &Blueprint, ctx: &Context) -> Result<Action, 
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join("; ");
+            if !events::already_reported(blueprint, "Stalled", &message) {
+                events::record(&ctx.client, blueprint, &Happened::Invalid(message.clone())).await;
+            }
             write_status(blueprint, ctx, Outcome::Invalid(message)).await?;
             // Nothing to retry until the spec changes (which triggers a reconcile).
             return Ok(Action::await_change());
         }
     };
     let desired = build::build(blueprint, &validated, &ctx.settings);
+    let mut changes = apply::Changes::default();
     let applied = async {
         apply::ensure_admin_secret(&ctx.client, blueprint).await?;
         ctx.provider
             .reconcile(&ctx.client, &ctx.settings, blueprint, &validated)
             .await?;
-        apply::apply(&ctx.client, &namespace, &desired).await?;
-        apply::prune(&ctx.client, blueprint, &desired).await
+        let existing = apply::existing(&ctx.client, blueprint).await?;
+        apply::apply(&ctx.client, &namespace, &desired, &existing, &mut changes).await?;
+        changes
+            .created
+            .extend(credentials::ensure(&ctx.client, blueprint, &validated).await?);
+        apply::prune(&ctx.client, blueprint, &desired, &existing, &mut changes).await
     }
     .await;
+    if !changes.is_empty() {
+        events::record(&ctx.client, blueprint, &Happened::Changed(changes)).await;
+    }
     if let Err(e) = applied {
+        if !events::already_reported(blueprint, "Ready", &e.to_string()) {
+            events::record(&ctx.client, blueprint, &Happened::ApplyFailed(e.to_string())).await;
+        }
         write_status(blueprint, ctx, Outcome::ApplyFailed(e.to_string())).await?;
         return Err(e.into());
     }
@@ -122,14 +139,29 @@ async fn reconcile_once(blueprint: &Blueprint, ctx: &Context) -> Result<Action, 
                 what: format!("Deployment `{}`", planned.object_name),
                 source,
             })?;
-        services.push(status::service_status(
+        let mut service = status::service_status(
             planned.spec.instance_name(),
             planned.spec.kind.as_str(),
             deployment.as_ref(),
-        ));
+        );
+        service.addresses = device_addresses(ctx, &namespace, planned).await?;
+        services.push(service);
     }
     write_status(blueprint, ctx, Outcome::Applied(services)).await?;
     Ok(Action::requeue(RESYNC))
+}
+
+/// A kpc's device addresses, from its Service (status only: nothing to do for other kinds).
+async fn device_addresses(ctx: &Context, namespace: &str, planned: &Planned) -> Result<Vec<String>, Error> {
+    let Some(name) = addresses::service_name(planned) else {
+        return Ok(Vec::new());
+    };
+    let api: Api<Service> = Api::namespaced(ctx.client.clone(), namespace);
+    let service = api.get_opt(&name).await.map_err(|source| Error::Read {
+        what: format!("Service `{name}`"),
+        source,
+    })?;
+    Ok(addresses::device_addresses(planned, service.as_ref(), namespace))
 }
 
 async fn write_status(blueprint: &Blueprint, ctx: &Context, outcome: Outcome) -> Result<(), Error> {

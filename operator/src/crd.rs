@@ -138,6 +138,10 @@ pub struct ServiceStatus {
     /// Replicas reporting that they run `configVersion`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_applied: Option<i32>,
+    /// For a `kpc`: the addresses devices should use (e.g. `mqtts://203.0.113.7:8883`), from its
+    /// Service; empty while a load balancer or node port is pending.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
 }
 
 /// The CRD as YAML, as checked in at `crds/blueprint.yaml`.

@@ -6,6 +6,7 @@ use clap::Parser;
 use kaa_operator::{
     build::Settings,
     controller,
+    leader::{Elector, LeaseSettings},
     metrics::Metrics,
     provider::{self, Provider},
 };
@@ -44,6 +45,32 @@ struct RunArgs {
     /// `http://kaa-operator-config.<the operator's namespace>.svc:8090`).
     #[arg(long, env = "KAA_PROVIDER_URL")]
     provider_url: Option<String>,
+    #[command(flatten)]
+    leader: LeaderArgs,
+}
+
+/// Leader election: with two or more replicas, only the holder of a Lease reconciles.
+#[derive(Debug, clap::Args)]
+struct LeaderArgs {
+    /// Reconcile only while holding the Lease (`--leader-election` or `--leader-election=true`).
+    #[arg(
+        long,
+        env = "KAA_OPERATOR_LEADER_ELECTION",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        default_value = "false"
+    )]
+    leader_election: bool,
+    /// Name of the Lease.
+    #[arg(long, default_value = "kaa-operator", env = "KAA_OPERATOR_LEASE_NAME")]
+    lease_name: String,
+    /// Namespace of the Lease (default: the pod's namespace, `POD_NAMESPACE`, else `default`).
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// This replica's identity in the Lease (default: the pod name, `POD_NAME`, else the
+    /// host name plus a random suffix).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
 }
 
 #[tokio::main]
@@ -110,9 +137,56 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics,
         provider,
     };
-    // Ends on SIGTERM / ctrl-c (the controller's own signal handling).
-    controller::run(ctx, args.namespace.as_deref()).await;
+    let namespace = args.namespace.as_deref();
+    if args.leader.leader_election {
+        let leader = args.leader;
+        let settings = LeaseSettings::new(
+            &leader.lease_name,
+            leader.lease_namespace.as_deref().unwrap_or("default"),
+            &leader.identity.map_or_else(default_identity, Ok)?,
+        );
+        tracing::info!(lease = %settings.name, lease_namespace = %settings.namespace, identity = %settings.identity, "leader election on");
+        let mut elector = Elector::new(ctx.client.clone(), settings);
+        elector
+            .run(|| controller::run(ctx.clone(), namespace), shutdown_signal())
+            .await;
+    } else {
+        // Ends on SIGTERM / ctrl-c (the controller's own signal handling).
+        controller::run(ctx, namespace).await;
+    }
     http.abort();
     provider_http.abort();
     Ok(())
+}
+
+/// `$HOSTNAME` (or `host`) plus a random suffix: unique even for two replicas on one host.
+fn default_identity() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 4];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for the identity: {e}"))?;
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
+    Ok(format!("{host}-{:08x}", u32::from_be_bytes(bytes)))
+}
+
+/// SIGTERM (Kubernetes stopping the pod) or ctrl-c.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
 }

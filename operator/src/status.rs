@@ -29,6 +29,7 @@ pub fn service_status(name: &str, kind: &str, deployment: Option<&Deployment>) -
         ready_replicas: status.and_then(|s| s.ready_replicas).unwrap_or(0),
         config_version: None,
         config_applied: None,
+        addresses: Vec::new(),
     }
 }
 

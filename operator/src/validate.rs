@@ -47,7 +47,11 @@ pub fn as_blueprint(resource: &Blueprint) -> kaa_blueprint::Blueprint {
 }
 
 pub fn validate(resource: &Blueprint) -> Result<Validated, Invalid> {
-    let blueprint = as_blueprint(resource);
+    let mut blueprint = as_blueprint(resource);
+    let tls_problems = crate::build::exposure::use_tls_secrets(&mut blueprint.spec);
+    if !tls_problems.is_empty() {
+        return Err(Invalid(tls_problems));
+    }
     blueprint.validate()?;
     let rendered = kaa_blueprint::render(&blueprint)?;
     let mut problems = Vec::new();
@@ -79,6 +83,7 @@ pub fn validate(resource: &Blueprint) -> Result<Validated, Invalid> {
             );
         }
         let listeners = listeners(&rendered.config, i, &mut fail);
+        crate::build::exposure::check(service, i, &object_name, &listeners, &mut fail);
         let shared_state = service.kind.keeps_state()
             && !matches!(&rendered.config, ServiceConfig::Cm(cm) if cm.storage == CmStorage::Kubernetes)
             && (service.replicas > 1 || service.autoscaling.is_some());
@@ -100,6 +105,7 @@ pub fn validate(resource: &Blueprint) -> Result<Validated, Invalid> {
             listeners,
         });
     }
+    crate::credentials::check(spec, &services, &mut fail);
     if problems.is_empty() {
         Ok(Validated { services })
     } else {

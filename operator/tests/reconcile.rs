@@ -4,95 +4,18 @@
 
 mod common;
 
-use std::time::Duration;
-
+use common::cluster::{
+    NS, WAIT, blueprint, condition, config_map, create, create_scaled, deployment, edit, hash, key, observed,
+    operator, remove_bcx,
+};
 use kaa_operator::{
-    build::{RESTART_HASH, Settings},
+    build::Settings,
     controller::{Context, run},
-    crd::Blueprint,
     metrics::Metrics,
 };
 use kaa_testkit::{FakeApiServer, ObjectKey, eventually};
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use serde_json::{Value, json};
-
-const NS: &str = "kaa";
-const WAIT: Duration = Duration::from_secs(10);
-
-/// A fake API server with the operator running against it.
-async fn operator() -> FakeApiServer {
-    let server = FakeApiServer::start().await;
-    let ctx = Context {
-        client: server.client_in(NS),
-        settings: Settings::default(),
-        metrics: Metrics::default(),
-        provider: kaa_operator::provider::Provider::default(),
-    };
-    tokio::spawn(async move { run(ctx, Some(NS)).await });
-    server
-}
-
-async fn create(server: &FakeApiServer, name: &str) -> Api<Blueprint> {
-    let mut bp = common::sample(name);
-    bp.metadata.uid = None;
-    bp.metadata.generation = None;
-    let api: Api<Blueprint> = Api::namespaced(server.client_in(NS), NS);
-    api.create(&PostParams::default(), &bp).await.unwrap();
-    api
-}
-
-fn key(group: &str, version: &str, plural: &str, name: &str) -> ObjectKey {
-    ObjectKey {
-        group: group.into(),
-        version: version.into(),
-        plural: plural.into(),
-        namespace: NS.into(),
-        name: name.into(),
-    }
-}
-
-fn deployment(server: &FakeApiServer, name: &str) -> Option<Value> {
-    server.object(&key("apps", "v1", "deployments", name))
-}
-
-fn config_map(server: &FakeApiServer, name: &str) -> Option<Value> {
-    server.object(&ObjectKey::core("configmaps", NS, name))
-}
-
-fn hash(deployment: &Value) -> String {
-    deployment["spec"]["template"]["metadata"]["annotations"][RESTART_HASH]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-fn blueprint(server: &FakeApiServer, name: &str) -> Value {
-    server
-        .object(&key("kaa-rs.dev", "v1alpha1", "blueprints", name))
-        .unwrap()
-}
-
-fn condition(bp: &Value, type_: &str) -> Value {
-    bp["status"]["conditions"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["type"] == type_).cloned())
-        .unwrap_or(Value::Null)
-}
-
-/// Waits until the Blueprint's status describes `generation`, and returns the Blueprint.
-async fn observed(server: &FakeApiServer, name: &str, generation: i64) -> Value {
-    eventually(WAIT, "the status to describe the generation", || async {
-        let bp = blueprint(server, name);
-        (bp["status"]["observedGeneration"] == generation).then_some(bp)
-    })
-    .await
-}
-
-async fn edit(api: &Api<Blueprint>, name: &str, change: impl FnOnce(&mut Blueprint)) {
-    let mut bp = api.get(name).await.unwrap();
-    change(&mut bp);
-    api.replace(name, &PostParams::default(), &bp).await.unwrap();
-}
+use serde_json::json;
 
 #[tokio::test]
 async fn a_new_blueprint_gets_every_object_and_a_status() {
@@ -199,12 +122,7 @@ async fn removing_a_service_prunes_its_objects() {
     let api = create(&server, "quickstart").await;
     observed(&server, "quickstart", 1).await;
     assert!(deployment(&server, "quickstart-bcx").is_some());
-    edit(&api, "quickstart", |bp| {
-        let spec = &mut bp.spec.blueprint;
-        spec.services.retain(|s| s.instance_name() != "bcx");
-        spec.applications[0].versions[0].extensions.retain(|e| e != "bcx");
-    })
-    .await;
+    remove_bcx(&api).await;
     observed(&server, "quickstart", 2).await;
     assert!(
         deployment(&server, "quickstart-bcx").is_none(),
@@ -227,7 +145,7 @@ async fn removing_a_service_prunes_its_objects() {
 #[tokio::test]
 async fn an_autoscaled_deployment_keeps_the_replicas_the_hpa_set() {
     let server = operator().await;
-    let api = create(&server, "scaled").await;
+    let api = create_scaled(&server).await;
     observed(&server, "scaled", 1).await;
     let kpc = deployment(&server, "scaled-kpc").unwrap();
     assert_eq!(

@@ -36,3 +36,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "kaa-operator.dataPlaneImage" -}}
 {{- printf "%s:%s" .Values.dataPlane.image.repository (default .Chart.AppVersion .Values.dataPlane.image.tag) -}}
 {{- end -}}
+
+{{- define "kaa-operator.leaseName" -}}
+{{- default (include "kaa-operator.fullname" .) .Values.leaderElection.leaseName -}}
+{{- end -}}

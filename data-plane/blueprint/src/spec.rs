@@ -42,6 +42,105 @@ pub struct BlueprintSpec {
     /// How the services reach NATS and their database in a cluster (ignored by `kaa up`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<Cluster>,
+    /// Client credentials and endpoint tokens the operator provisions for the `cm` instance
+    /// (cluster only, with `storage: kubernetes`; ignored by `kaa up`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<Credentials>,
+}
+
+/// Credentials declared in the Blueprint: the operator writes each into a Secret in the layout
+/// the `cm` instance watches, once; afterwards the credential service owns it (status changes
+/// such as a revocation are kept). Values come from Secrets the user creates; the Blueprint only
+/// names them.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct Credentials {
+    /// MQTT client credentials: a username and a password from a Secret, or a certificate's issuer
+    /// and serial number.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 256)))]
+    pub clients: Vec<ClientCredentialSpec>,
+    /// Endpoint tokens issued before the device first connects.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 1024)))]
+    pub endpoint_tokens: Vec<EndpointTokenSpec>,
+}
+
+/// One client credential.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.username) == has(self.passwordSecret) && has(self.username) != has(self.certificate)",
+    "message": "give either username and passwordSecret, or certificate",
+}])))]
+pub struct ClientCredentialSpec {
+    /// Credential id, unique in the Blueprint; names the Secret `kaa-ccm-<cm>-<id>` (lowercase
+    /// letters, digits and `-`).
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 40)))]
+    pub id: String,
+    /// The MQTT client id the credential is for.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 1024)))]
+    pub client_id: String,
+    /// MQTT username (with `passwordSecret`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 1024)))]
+    pub username: Option<String>,
+    /// The Secret key holding the password (with `username`); the operator stores only its
+    /// argon2id hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret: Option<SecretKeyRef>,
+    /// A client certificate, by issuer and serial number (instead of username and password).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificateId>,
+}
+
+/// A key of a Secret in the Blueprint's namespace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct SecretKeyRef {
+    /// Secret name.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 253)))]
+    pub name: String,
+    /// Key in the Secret's data.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 253)))]
+    pub key: String,
+}
+
+/// A client certificate as the credential service identifies it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct CertificateId {
+    /// Issuer distinguished name (RFC 4514), e.g. `CN=Devices CA,O=Example`.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 1024)))]
+    pub issuer: String,
+    /// Serial number, base 10.
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]{1,64}$")))]
+    pub serial_number: String,
+}
+
+/// An endpoint token issued ahead of time (e.g. flashed into devices at the factory).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct EndpointTokenSpec {
+    /// Token id, unique in the Blueprint (lowercase letters, digits and `-`).
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 63)))]
+    pub id: String,
+    /// The endpoint the token belongs to: a lowercase UUID.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(regex(pattern = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"))
+    )]
+    pub endpoint_id: String,
+    /// The application version the endpoint runs (one of `spec.applications[].versions[].name`).
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 63)))]
+    pub app_version: String,
+    /// The Secret key holding the token value; the operator stores only its SHA-256.
+    pub token_secret: SecretKeyRef,
 }
 
 /// Cluster wiring of a Blueprint: what the operator gives every pod.
@@ -93,6 +192,10 @@ pub struct AppVersion {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.expose) || self.kind == 'kpc'", "message": "only a kpc has expose"},
+    {"rule": "!has(self.tlsSecret) || self.kind == 'kpc'", "message": "only a kpc has tlsSecret"},
+])))]
 pub struct ServiceInstance {
     /// The kind of service.
     pub kind: ServiceKind,
@@ -115,6 +218,150 @@ pub struct ServiceInstance {
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     #[cfg_attr(feature = "schema", schemars(schema_with = "free_form"))]
     pub config: serde_json::Map<String, serde_json::Value>,
+    /// How devices reach this `kpc` (cluster only): the Service's type, ports and annotations.
+    /// Default: a ClusterIP Service with each listener's own port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expose: Option<Exposure>,
+    /// A `kubernetes.io/tls` Secret with this `kpc`'s server certificate (`tls.crt`, `tls.key`,
+    /// and `ca.crt` when a listener checks client certificates), used by its mqtts, wss and https
+    /// listeners in a cluster (`kaa up` reads the config's file paths instead). A certificate
+    /// renewed in the same Secret is picked up without a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 253)))]
+    pub tls_secret: Option<String>,
+}
+
+/// The Service in front of a `kpc`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.nodePorts) || (has(self.type) && self.type != 'ClusterIP')",
+    "message": "nodePorts need type NodePort or LoadBalancer",
+}])))]
+pub struct Exposure {
+    /// `ClusterIP` (default: reachable inside the cluster only), `NodePort` or `LoadBalancer`.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub type_: Option<ServiceType>,
+    /// The Service's port for each listener (default: the listener's own port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<ListenerPorts>,
+    /// A fixed node port for each listener (NodePort and LoadBalancer; default: Kubernetes
+    /// picks one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_ports: Option<NodePorts>,
+    /// Annotations of the Service, e.g. a cloud load balancer's settings.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// The host name devices use (e.g. a DNS name of the load balancer); the status shows it in
+    /// device addresses instead of what the Service reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 253)))]
+    pub host: Option<String>,
+}
+
+/// Kubernetes Service types a `kpc` can be exposed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub enum ServiceType {
+    /// Inside the cluster only.
+    ClusterIP,
+    /// On a port of every node.
+    NodePort,
+    /// Through the cloud's load balancer (and node ports).
+    LoadBalancer,
+}
+
+impl ServiceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceType::ClusterIP => "ClusterIP",
+            ServiceType::NodePort => "NodePort",
+            ServiceType::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
+/// A port per `kpc` listener.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ListenerPorts {
+    /// MQTT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 65535)))]
+    pub mqtt: Option<u16>,
+    /// MQTT over TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 65535)))]
+    pub mqtts: Option<u16>,
+    /// MQTT over WebSocket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 65535)))]
+    pub ws: Option<u16>,
+    /// MQTT over secure WebSocket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 65535)))]
+    pub wss: Option<u16>,
+    /// 1/KP over HTTPS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 65535)))]
+    pub https: Option<u16>,
+}
+
+/// A node port per `kpc` listener, in Kubernetes' default node port range.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct NodePorts {
+    /// MQTT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 30000, max = 32767)))]
+    pub mqtt: Option<u16>,
+    /// MQTT over TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 30000, max = 32767)))]
+    pub mqtts: Option<u16>,
+    /// MQTT over WebSocket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 30000, max = 32767)))]
+    pub ws: Option<u16>,
+    /// MQTT over secure WebSocket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 30000, max = 32767)))]
+    pub wss: Option<u16>,
+    /// 1/KP over HTTPS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 30000, max = 32767)))]
+    pub https: Option<u16>,
+}
+
+impl ListenerPorts {
+    /// The port given for listener `name` (`mqtt`, `mqtts`, `ws`, `wss`, `https`).
+    pub fn get(&self, name: &str) -> Option<u16> {
+        match name {
+            "mqtt" => self.mqtt,
+            "mqtts" => self.mqtts,
+            "ws" => self.ws,
+            "wss" => self.wss,
+            "https" => self.https,
+            _ => None,
+        }
+    }
+}
+
+impl NodePorts {
+    /// The node port given for listener `name`.
+    pub fn get(&self, name: &str) -> Option<u16> {
+        ListenerPorts {
+            mqtt: self.mqtt,
+            mqtts: self.mqtts,
+            ws: self.ws,
+            wss: self.wss,
+            https: self.https,
+        }
+        .get(name)
+    }
 }
 
 /// Kind-specific settings are checked by the renderer, which names the field at fault; the

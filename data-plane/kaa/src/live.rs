@@ -57,7 +57,9 @@ impl Handle {
             (Handle::Cmx(live), ServiceConfig::Cmx(c)) => checked(live, c, cmx::validate),
             (Handle::Cex(live), ServiceConfig::Cex(c)) => checked(live, c, cex::validate),
             (Handle::Bcx(live), ServiceConfig::Bcx(c)) => checked(live, c, |_| Ok::<_, String>(())),
-            (Handle::Web, ServiceConfig::Web(_)) => Err("the web service applies its upstreams at a restart".to_owned()),
+            (Handle::Web, ServiceConfig::Web(_)) => {
+                Err("the web service applies its upstreams at a restart".to_owned())
+            }
             (_, other) => Err(format!("a `{}` config cannot replace this one", other.kind())),
         }
     }

@@ -349,3 +349,33 @@ async fn watch_resumes_from_a_resource_version() {
         Some(server.revision().to_string().as_str())
     );
 }
+
+#[tokio::test]
+async fn a_write_that_changes_nothing_is_a_no_op() {
+    let server = FakeApiServer::start().await;
+    let api: Api<Secret> = Api::namespaced(server.client(), "default");
+    let created = api
+        .create(&PostParams::default(), &secret("same", &[], &[("k", "v")]))
+        .await
+        .unwrap();
+    let revision = server.revision();
+    let patch = json!({"data": {"k": "dg=="}});
+    let patched = api
+        .patch("same", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    assert_eq!(
+        patched.metadata.resource_version,
+        created.metadata.resource_version
+    );
+    assert_eq!(server.revision(), revision, "no new revision, no watch event");
+    let changed = json!({"data": {"k": "dw=="}});
+    let patched = api
+        .patch("same", &PatchParams::default(), &Patch::Merge(&changed))
+        .await
+        .unwrap();
+    assert_ne!(
+        patched.metadata.resource_version,
+        created.metadata.resource_version
+    );
+}

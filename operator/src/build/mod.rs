@@ -13,8 +13,9 @@ use k8s_openapi::{
     api::{
         apps::v1::Deployment,
         autoscaling::v2::HorizontalPodAutoscaler,
-        core::v1::{ConfigMap, Secret, Service},
+        core::v1::{ConfigMap, Secret, Service, ServiceAccount},
         policy::v1::PodDisruptionBudget,
+        rbac::v1::{Role, RoleBinding},
     },
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
 };
@@ -25,10 +26,13 @@ use crate::{
     validate::{Planned, Validated},
 };
 
+mod access;
+pub mod exposure;
 mod network;
 mod scaling;
 mod workload;
 
+pub use access::CM_SECRET_VERBS;
 pub use workload::RESTART_HASH;
 
 /// The management port of every pod: `/health`, `/metrics`, REST APIs.
@@ -70,6 +74,9 @@ pub enum Object {
     Service(Service),
     PodDisruptionBudget(PodDisruptionBudget),
     HorizontalPodAutoscaler(HorizontalPodAutoscaler),
+    ServiceAccount(ServiceAccount),
+    Role(Role),
+    RoleBinding(RoleBinding),
 }
 
 /// Apply one builder's function to whichever object `$o` holds.
@@ -81,13 +88,19 @@ macro_rules! each {
             Object::Service($x) => $e,
             Object::PodDisruptionBudget($x) => $e,
             Object::HorizontalPodAutoscaler($x) => $e,
+            Object::ServiceAccount($x) => $e,
+            Object::Role($x) => $e,
+            Object::RoleBinding($x) => $e,
         }
     };
 }
 
 /// The kinds of object a Blueprint owns (what `apply` prunes), as dynamic API resources.
-pub fn owned_kinds() -> [ApiResource; 5] {
+pub fn owned_kinds() -> [ApiResource; 8] {
     [
+        ApiResource::erase::<ServiceAccount>(&()),
+        ApiResource::erase::<Role>(&()),
+        ApiResource::erase::<RoleBinding>(&()),
         ApiResource::erase::<ConfigMap>(&()),
         ApiResource::erase::<Deployment>(&()),
         ApiResource::erase::<Service>(&()),
@@ -111,14 +124,7 @@ impl Object {
     }
 
     pub fn name(&self) -> &str {
-        let meta = match self {
-            Object::ConfigMap(o) => &o.metadata,
-            Object::Deployment(o) => &o.metadata,
-            Object::Service(o) => &o.metadata,
-            Object::PodDisruptionBudget(o) => &o.metadata,
-            Object::HorizontalPodAutoscaler(o) => &o.metadata,
-        };
-        meta.name.as_deref().unwrap_or_default()
+        each!(self, o => o.metadata.name.as_deref().unwrap_or_default())
     }
 }
 
@@ -133,9 +139,17 @@ pub fn build(blueprint: &Blueprint, validated: &Validated, settings: &Settings) 
     let ctx = Context::new(blueprint, settings);
     let mut objects = Vec::new();
     for planned in &validated.services {
+        if workload::needs_api(planned) {
+            objects.push(Object::ServiceAccount(access::service_account(&ctx, planned)));
+            objects.push(Object::Role(access::role(&ctx, planned)));
+            objects.push(Object::RoleBinding(access::role_binding(&ctx, planned)));
+        }
         objects.push(Object::ConfigMap(workload::config_map(&ctx, planned)));
         objects.push(Object::Deployment(workload::deployment(&ctx, planned)));
         objects.push(Object::Service(network::service(&ctx, planned)));
+        if let Some(devices) = exposure::devices_service(&ctx, planned) {
+            objects.push(Object::Service(devices));
+        }
         if let Some(pdb) = scaling::pod_disruption_budget(&ctx, planned) {
             objects.push(Object::PodDisruptionBudget(pdb));
         }

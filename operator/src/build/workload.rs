@@ -23,7 +23,7 @@ use kaa_blueprint::{
     spec::Quantities,
 };
 
-use super::{ADMIN_TOKEN_KEY, Context, HTTP_PORT};
+use super::{ADMIN_TOKEN_KEY, Context, HTTP_PORT, exposure};
 use crate::validate::Planned;
 
 /// Pod-template annotation: a hash of the config that only a restart applies. Changing it rolls
@@ -50,12 +50,15 @@ pub(super) fn config_map(ctx: &Context, planned: &Planned) -> ConfigMap {
 
 pub(super) fn deployment(ctx: &Context, planned: &Planned) -> Deployment {
     let selector = ctx.selector(planned);
-    let annotations = BTreeMap::from([
+    let mut annotations = BTreeMap::from([
         ("prometheus.io/scrape".to_owned(), "true".to_owned()),
         ("prometheus.io/port".to_owned(), HTTP_PORT.to_string()),
         ("prometheus.io/path".to_owned(), "/metrics".to_owned()),
         (RESTART_HASH.to_owned(), planned.config.restart_hash()),
     ]);
+    if let Some(secret) = &planned.spec.tls_secret {
+        annotations.insert(exposure::TLS_SECRET_ANNOTATION.to_owned(), secret.clone());
+    }
     let pod = PodSpec {
         containers: vec![container(ctx, planned)],
         volumes: Some(volumes(ctx, planned)),
@@ -82,6 +85,8 @@ pub(super) fn deployment(ctx: &Context, planned: &Planned) -> Deployment {
             ..TopologySpreadConstraint::default()
         }]),
         automount_service_account_token: Some(needs_api(planned)),
+        // Its own account, bound to a Role on Secrets (access.rs).
+        service_account_name: needs_api(planned).then(|| planned.object_name.clone()),
         ..PodSpec::default()
     };
     Deployment {
@@ -119,7 +124,7 @@ pub(super) fn deployment(ctx: &Context, planned: &Planned) -> Deployment {
 }
 
 /// A CM keeping credentials in Kubernetes Secrets talks to the API server.
-fn needs_api(planned: &Planned) -> bool {
+pub(super) fn needs_api(planned: &Planned) -> bool {
     matches!(&planned.config, ServiceConfig::Cm(cm) if cm.storage == CmStorage::Kubernetes)
 }
 
@@ -204,6 +209,9 @@ fn container(ctx: &Context, planned: &Planned) -> Container {
                 });
             }
         }
+    }
+    if let Some((_, mount)) = exposure::tls_volume(planned) {
+        mounts.push(mount);
     }
     let mut ports = vec![port("http", HTTP_PORT)];
     ports.extend(planned.listeners.iter().map(|(name, p)| port(name, *p)));
@@ -300,6 +308,9 @@ fn volumes(ctx: &Context, planned: &Planned) -> Vec<Volume> {
         }),
         ..Volume::default()
     });
+    if let Some((volume, _)) = exposure::tls_volume(planned) {
+        volumes.push(volume);
+    }
     if keeps_state_in_database(planned) {
         volumes.push(Volume {
             name: "data".into(),

@@ -3,6 +3,8 @@
 
 use kaa_operator::crd::Blueprint;
 
+pub mod cluster;
+
 pub const UID: &str = "0b6e4c1a-7d2f-4e55-9a3b-5f1c2d3e4f60";
 
 /// `blueprints/<name>.yaml` as a stored resource: in namespace `kaa`, with a uid (for owner

@@ -15,6 +15,7 @@
 //! | `PATCH` object | JSON merge patch (also for `strategic-merge-patch` and, simplified to a merge that creates if missing, `apply-patch`); a `resourceVersion` in the patch is a precondition |
 //! | `DELETE` object | `DeleteOptions.preconditions` (`resourceVersion`, `uid`) -> `409 Conflict`; answers a success `Status` |
 //! | `.../{name}/status` | `GET`, `PUT`, `PATCH` of the status subresource (only `status` changes) |
+//! | any update that changes nothing | a no-op, as on the real server: the resourceVersion stays, no watch event |
 //!
 //! The server sets `resourceVersion` from one global counter (like etcd's revision), `uid`,
 //! `creationTimestamp` and `generation` (bumped when anything but metadata and status changes), and

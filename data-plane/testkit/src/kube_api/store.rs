@@ -93,9 +93,16 @@ pub(super) fn commit_update(
     current: Value,
     mut updated: Value,
 ) -> Value {
-    store.revision += 1;
-    let revision = store.revision;
+    let revision = store.revision + 1;
     normalize(&mut updated, key, revision, Some(&current));
+    // Like the real server, a write that changes nothing is a no-op: same resourceVersion, no
+    // watch event.
+    let mut unchanged = updated.clone();
+    unchanged["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+    if unchanged == current {
+        return current;
+    }
+    store.revision = revision;
     store.objects.insert(key.clone(), updated.clone());
     state.record(
         store,
