@@ -279,7 +279,8 @@ impl Platform {
     /// (`kaa run --database postgres://...`) instead of an SQLite file each.
     pub async fn cluster_on_postgres() -> Platform {
         let postgres = Postgres::start().await;
-        let mut platform = Self::launch_cluster(&quickstart(), 1, Some(postgres.url())).await;
+        let mut platform =
+            Self::launch_cluster(&quickstart(), 1, Some(postgres.url()), DEFAULT_LOG_FILTER).await;
         platform.postgres = Some(postgres);
         platform
     }
@@ -288,11 +289,26 @@ impl Platform {
     /// with its own database file (its single kpc service run as `kpcs` processes, replica ids
     /// `kpc-0`, `kpc-1`, ..., each on its own loopback port: `mqtt_ports`).
     pub async fn cluster_with(blueprint: &str, kpcs: usize) -> Platform {
-        Self::launch_cluster(blueprint, kpcs, None).await
+        Self::launch_cluster(blueprint, kpcs, None, DEFAULT_LOG_FILTER).await
+    }
+
+    /// [`Platform::cluster_with`] with `RUST_LOG` set to `log_filter` in every process.
+    pub async fn cluster_logging(blueprint: &str, kpcs: usize, log_filter: &str) -> Platform {
+        Self::launch_cluster(blueprint, kpcs, None, log_filter).await
+    }
+
+    /// [`Platform::up_with`] with `RUST_LOG` set to `log_filter`.
+    pub async fn up_with_logging(blueprint: &str, log_filter: &str) -> Platform {
+        Self::launch_up(tempfile::tempdir().unwrap(), Some(blueprint), log_filter).await
     }
 
     /// Cluster mode with the stateful services on `database_url`, or on an SQLite file each.
-    async fn launch_cluster(blueprint: &str, kpcs: usize, database_url: Option<&str>) -> Platform {
+    async fn launch_cluster(
+        blueprint: &str,
+        kpcs: usize,
+        database_url: Option<&str>,
+        log_filter: &str,
+    ) -> Platform {
         let nats = NatsServer::start().await;
         let dir = tempfile::tempdir().unwrap();
         let bp_path = dir.path().join("blueprint.yaml");
@@ -384,7 +400,7 @@ impl Platform {
                 "kpc" if kpcs > 1 => format!("kaa-run-{replica}"),
                 _ => format!("kaa-run-{instance}"),
             };
-            let process = Process::spawn(&name, dir.path(), &args);
+            let process = Process::spawn_logging(&name, dir.path(), &args, log_filter);
             let base = format!("http://{addr}");
             wait_healthy(&base, &process).await;
             processes.push(process);

@@ -4,7 +4,7 @@
 //! in a request id (`kp1/{app}/{ext}/{token}/{resource}/{rid}`), answers on `{topic}/status` with
 //! an empty payload (`{topic}/error` when the payload is not JSON), at the request's QoS. It keeps
 //! the number of valid payloads received in `--count-file` (rewritten every 100 ms while it
-//! changes), which `kaa-load ingest --peer` reads.
+//! changes; it appears once the subscription is in place), which `kaa-load ingest --peer` reads.
 
 #![allow(clippy::print_stderr)] // a CLI tool
 
@@ -43,9 +43,6 @@ async fn main() -> anyhow::Result<()> {
     options.set_outgoing_inflight_upper_limit(1000);
     let (client, mut eventloop) = AsyncClient::new(options, 10_000);
     let received = Arc::new(AtomicU64::new(0));
-    if let Some(path) = args.count_file.clone() {
-        tokio::spawn(keep_count(path, received.clone()));
-    }
     // Replies go out from their own task: the event loop must keep polling while the client's
     // request queue is full.
     let (replies, mut to_send) = mpsc::unbounded_channel::<(String, QoS, Bytes)>();
@@ -61,9 +58,16 @@ async fn main() -> anyhow::Result<()> {
     filter.nolocal = true;
     client.subscribe_many([filter]).await?;
     loop {
-        let event = eventloop.poll().await.context("MQTT connection")?;
-        let Event::Incoming(Packet::Publish(publish)) = event else {
-            continue;
+        let publish = match eventloop.poll().await.context("MQTT connection")? {
+            Event::Incoming(Packet::Publish(publish)) => publish,
+            // Subscribed: the count file appears now, so its existence means "ready".
+            Event::Incoming(Packet::SubAck(_)) => {
+                if let Some(path) = args.count_file.clone() {
+                    tokio::spawn(keep_count(path, received.clone()));
+                }
+                continue;
+            }
+            _ => continue,
         };
         let Ok(topic) = std::str::from_utf8(&publish.topic) else {
             continue;
