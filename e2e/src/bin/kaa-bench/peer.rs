@@ -25,7 +25,7 @@ pub(crate) struct Peer {
     pub(crate) broker_pid: u32,
     pub(crate) count_file: PathBuf,
     // Dropped in this order: the responder first, then the broker.
-    _responder: Guard,
+    responder: Guard,
     _broker: Guard,
 }
 
@@ -55,6 +55,11 @@ fn mosquitto_bin() -> PathBuf {
 }
 
 impl Peer {
+    /// The broker's and the responder's process ids.
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        vec![self.broker_pid, self.responder.0.id()]
+    }
+
     pub(crate) async fn start(dir: &Path, responder_bin: &Path) -> anyhow::Result<Peer> {
         let mqtt_port = kaa_testkit::free_port();
         let conf = dir.join("mosquitto.conf");
@@ -96,7 +101,7 @@ impl Peer {
             mqtt_port,
             broker_pid,
             count_file,
-            _responder: responder,
+            responder,
             _broker: broker,
         })
     }
