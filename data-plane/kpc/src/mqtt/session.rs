@@ -8,7 +8,7 @@ use std::num::NonZeroU16;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use rmqtt_codec::error::{DecodeError, EncodeError};
 use rmqtt_codec::types::QoS;
 use rmqtt_codec::v5::DisconnectReasonCode;
@@ -234,6 +234,10 @@ struct Ends {
     stop_now: CancellationToken,
 }
 
+/// Packets handled after a read before the session flushes its answers and looks at its other
+/// duties again.
+const READ_BATCH: usize = 64;
+
 /// How often a draining session checks whether its requests were answered.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
 
@@ -251,20 +255,21 @@ where
         loop {
             tokio::select! {
                 packet = self.conn.next() => {
-                    let packet = match packet {
-                        None => return Err(SessionError::Closed),
-                        Some(Err(e)) => {
-                            if let DecodeError::MaxSizeExceeded { .. } = e {
-                                self.goodbye(DisconnectReasonCode::PacketTooLarge).await;
-                            }
-                            return Err(decode_failed(&self.gateway, e));
-                        }
-                        Some(Ok((packet, _))) => packet,
-                    };
                     deadline = Instant::now() + keepalive;
-                    if !self.on_packet(Wire::incoming(packet)).await? {
+                    if !self.on_read(packet).await? {
                         return Ok(());
                     }
+                    // The packets already received and the answers already queued go out with
+                    // one flush: acknowledgements are fed, not written one syscall each.
+                    for _ in 0..READ_BATCH {
+                        let Some(packet) = self.conn.next().now_or_never() else {
+                            break;
+                        };
+                        if !self.on_read(packet).await? {
+                            return Ok(());
+                        }
+                    }
+                    self.flush_outbound().await?;
                 }
                 Some(out) = self.outbound.recv() => {
                     self.write(out).await?;
@@ -309,7 +314,31 @@ where
         Ok(())
     }
 
-    /// Handles one client packet; `false` means the client said goodbye.
+    /// Handles what one read of the connection gave; `false` means the client said goodbye
+    /// (what was fed for it is flushed then).
+    async fn on_read(
+        &mut self,
+        packet: Option<Result<(MqttPacket, u32), DecodeError>>,
+    ) -> Result<bool, SessionError> {
+        let packet = match packet {
+            None => return Err(SessionError::Closed),
+            Some(Err(e)) => {
+                if let DecodeError::MaxSizeExceeded { .. } = e {
+                    self.goodbye(DisconnectReasonCode::PacketTooLarge).await;
+                }
+                return Err(decode_failed(&self.gateway, e));
+            }
+            Some(Ok((packet, _))) => packet,
+        };
+        if self.on_packet(Wire::incoming(packet)).await? {
+            return Ok(true);
+        }
+        self.conn.flush().await?;
+        Ok(false)
+    }
+
+    /// Handles one client packet, feeding (not flushing) what it answers; `false` means the
+    /// client said goodbye.
     async fn on_packet(&mut self, packet: Incoming) -> Result<bool, SessionError> {
         let wire = self.wire;
         match packet {
@@ -324,22 +353,22 @@ where
                         .await;
                 }
                 match (p.qos, p.packet_id) {
-                    (QoS::AtLeastOnce, Some(pid)) => self.conn.send(wire.puback(pid)).await?,
-                    (QoS::ExactlyOnce, Some(pid)) => self.conn.send(wire.pubrec(pid)).await?,
+                    (QoS::AtLeastOnce, Some(pid)) => self.conn.feed(wire.puback(pid)).await?,
+                    (QoS::ExactlyOnce, Some(pid)) => self.conn.feed(wire.pubrec(pid)).await?,
                     _ => {}
                 }
             }
             Incoming::PubRel(pid) => {
                 self.awaiting_release.remove(&pid);
-                self.conn.send(wire.pubcomp(pid)).await?;
+                self.conn.feed(wire.pubcomp(pid)).await?;
             }
-            Incoming::PubRec(pid) => self.conn.send(wire.pubrel(pid)).await?,
+            Incoming::PubRec(pid) => self.conn.feed(wire.pubrel(pid)).await?,
             Incoming::PubAck | Incoming::PubComp => {}
-            Incoming::Subscribe { packet_id, qos } => self.conn.send(wire.suback(packet_id, &qos)).await?,
+            Incoming::Subscribe { packet_id, qos } => self.conn.feed(wire.suback(packet_id, &qos)).await?,
             Incoming::Unsubscribe { packet_id, count } => {
-                self.conn.send(wire.unsuback(packet_id, count)).await?
+                self.conn.feed(wire.unsuback(packet_id, count)).await?
             }
-            Incoming::PingReq => self.conn.send(wire.pingresp()).await?,
+            Incoming::PingReq => self.conn.feed(wire.pingresp()).await?,
             Incoming::Disconnect => return Ok(false),
             Incoming::Unexpected(what) => {
                 self.goodbye(DisconnectReasonCode::ProtocolError).await;

@@ -10,12 +10,18 @@
 //! - [`extract`]: data samples -> points, by the application's settings (pure).
 //! - [`dates`]: the REST API's time parameters and ISO 8601 output (pure).
 //! - [`rest`]: Kaa's REST API under `/epts/api/v1` ([`router`]).
+//! - [`writer`]: group commit of the bus handlers' points (one transaction for the events that
+//!   arrive while the previous one is written).
 //!
 //! Events name an application version; points belong to its application (the Blueprint's
 //! applications map one to the other). Subscriptions use the instance name as queue group, so
 //! each event is stored once per EPTS instance however many replicas run.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use kaa_bus::Bus;
 use kaa_protocol::subject;
@@ -28,6 +34,7 @@ pub mod dates;
 pub mod extract;
 pub mod ingest;
 pub mod rest;
+pub mod writer;
 
 pub use kaa_blueprint::config::{EptsApplication as Application, EptsConfig as Config};
 pub use rest::router;
@@ -109,6 +116,9 @@ pub struct EptsState {
     config: Arc<Config>,
     /// Application version -> application.
     applications: Arc<BTreeMap<String, String>>,
+    /// The group-commit writer of the bus handlers, started by [`serve`]; without it points are
+    /// written directly.
+    writer: Arc<OnceLock<writer::Writer>>,
 }
 
 impl EptsState {
@@ -124,11 +134,20 @@ impl EptsState {
             store,
             config: Arc::new(config),
             applications: Arc::new(applications),
+            writer: Arc::default(),
         })
     }
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Stores points (all or none): through the group-commit writer once [`serve`] runs.
+    pub async fn insert_points(&self, rows: Vec<kaa_store::NewPoint>) -> Result<(), String> {
+        match self.writer.get() {
+            Some(writer) => writer.insert(rows).await,
+            None => self.store.insert_points(&rows).await.map_err(|e| e.to_string()),
+        }
     }
 
     pub fn config(&self) -> &Config {
@@ -148,6 +167,9 @@ impl EptsState {
 
 /// Runs the subscriptions and the retention loop until `shutdown` is cancelled.
 pub async fn serve(bus: Bus, state: EptsState, shutdown: CancellationToken) -> Result<(), ServeError> {
+    state
+        .writer
+        .get_or_init(|| writer::Writer::spawn(state.store.clone()));
     let config = state.config().clone();
     let mut handlers = Vec::new();
     let subscribe = |subject: String| {

@@ -3,9 +3,11 @@
 //! platform's stored count stops growing (at most `--timeout` seconds) and reports what was sent
 //! and what was stored, and the rates.
 //!
-//! Stored, for kaa-rs: samples DCX answered without error (`kaa_kpc_request_duration_seconds_count`
-//! minus `kaa_kpc_replies_total{kind="error"}` of the extension, from `--metrics-url`); DCX answers
-//! after its reliable receiver, EPTS, committed the points. For the peer: what kaa-responder
+//! Stored, for kaa-rs: samples DCX answered without error, from the gateway's `--metrics-url`:
+//! answers (`kaa_kpc_request_duration_seconds_count`) minus the extension's errors (error replies
+//! `kaa_kpc_replies_total{kind="error"}` minus the gateway's own refusals
+//! `kaa_kpc_messages_total{outcome=~"rejected_.xx"}`, e.g. 429 over `maxInFlightPerConnection`,
+//! which are never forwarded). DCX answers after its reliable receiver, EPTS, committed the points. For the peer: what kaa-responder
 //! received and parsed, from `--count-file`.
 
 use std::time::{Duration, Instant};
@@ -120,8 +122,16 @@ async fn stored(args: &Args, http: &reqwest::Client) -> anyhow::Result<u64> {
     let text = http.get(url).send().await?.error_for_status()?.text().await?;
     let extension = format!("extension=\"{}\"", args.extension);
     let answered = sample(&text, "kaa_kpc_request_duration_seconds_count", &[&extension]);
+    // Error replies are the gateway's refusals (never forwarded) plus the extension's errors.
     let errors = sample(&text, "kaa_kpc_replies_total", &[&extension, "kind=\"error\""]);
-    Ok(answered.saturating_sub(errors))
+    let refused = ["rejected_4xx", "rejected_5xx"]
+        .map(|outcome| {
+            let outcome = format!("outcome=\"{outcome}\"");
+            sample(&text, "kaa_kpc_messages_total", &[&extension, &outcome])
+        })
+        .iter()
+        .sum::<u64>();
+    Ok(answered.saturating_sub(errors.saturating_sub(refused)))
 }
 
 /// The value of the first sample of metric `name` whose labels include every one of `labels`
