@@ -12,8 +12,9 @@ use sqlx::{Row, any::AnyRow};
 
 use crate::{SqlBuilder, Store, clamp_i64};
 
-/// Rows per INSERT statement: 7 parameters each, under SQLite's oldest limit of 999.
-const INSERT_ROWS: usize = 100;
+/// Rows per INSERT statement (7 parameters each). Kept small: binding looks each parameter up by
+/// name, a linear scan in SQLite, so the cost of a statement grows with the square of its size.
+const INSERT_ROWS: usize = 16;
 
 /// Errors of the EPTS repository.
 #[derive(Debug, thiserror::Error)]

@@ -8,6 +8,7 @@ use std::num::NonZeroU16;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use rmqtt_codec::error::{DecodeError, EncodeError};
 use rmqtt_codec::types::QoS;
@@ -16,7 +17,7 @@ use rmqtt_codec::version::{ProtocolVersion, VersionCodec};
 use rmqtt_codec::{MqttCodec, MqttPacket};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, sleep_until, timeout_at};
-use tokio_util::codec::Framed;
+use tokio_util::codec::{Framed, FramedParts};
 use tokio_util::sync::CancellationToken;
 
 use super::Listener;
@@ -53,6 +54,9 @@ pub(crate) enum SessionError {
     Encode(#[from] EncodeError),
 }
 
+/// Initial read and write buffer of a connection, bytes: a CONNECT, a few small requests.
+const IO_BUFFER: usize = 512;
+
 /// How long a server DISCONNECT may take to write before the connection is just dropped.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -72,7 +76,12 @@ where
     let shutdown = &listener.shutdown;
     let limits = gateway.config().limits.clone();
     let max_packet = u32::try_from(limits.max_packet_bytes).unwrap_or(u32::MAX);
-    let mut conn = Framed::new(stream, MqttCodec::Version(VersionCodec));
+    // Small buffers to start with (tokio-util's default is 8 KiB each): an idle session keeps
+    // them for its whole life, and a busy one grows them as its traffic needs.
+    let mut parts = FramedParts::new::<MqttPacket>(stream, MqttCodec::Version(VersionCodec));
+    parts.read_buf = BytesMut::with_capacity(IO_BUFFER);
+    parts.write_buf = BytesMut::with_capacity(IO_BUFFER);
+    let mut conn = Framed::from_parts(parts);
 
     // The version probe peeks at CONNECT without consuming it; the versioned codec then reads it.
     let version = match until(deadline, listener, conn.next()).await? {

@@ -164,7 +164,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn check_loopback_url(url: &str) -> anyhow::Result<()> {
-    let parsed = reqwest::Url::parse(url).with_context(|| format!("{url}"))?;
+    let parsed = reqwest::Url::parse(url).with_context(|| url.to_owned())?;
     let host = parsed.host_str().unwrap_or_default();
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let loopback = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
