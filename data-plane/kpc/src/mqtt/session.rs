@@ -122,7 +122,9 @@ where
     // Bounded by the provider timeout inside; shutdown must not wait for it.
     let verdict = tokio::select! {
         _ = shutdown.cancelled() => return Err(SessionError::Shutdown),
-        v = gateway.authenticator().authenticate(listener.auth, peer.ip(), presented) => v,
+        // Boxed, as the other rare or deep steps below: a future is as large as its largest
+        // await, and an idle session would otherwise keep that much memory for its whole life.
+        v = Box::pin(gateway.authenticator().authenticate(listener.auth, peer.ip(), presented)) => v,
     };
     drop(password);
     let client = match verdict {
@@ -189,7 +191,7 @@ where
         Ok(()) => session.run(keepalive).await,
         Err(e) => Err(e.into()),
     };
-    gateway.close_session(id).await;
+    Box::pin(gateway.close_session(id)).await;
     drop(connected);
     result
 }
@@ -357,9 +359,8 @@ where
                     _ => true,
                 };
                 if fresh {
-                    self.gateway
-                        .handle_publish(self.id, &p.topic, p.payload, p.qos)
-                        .await;
+                    // Boxed: the request path (token validation, the bus) is deep; see `serve`.
+                    Box::pin(self.gateway.handle_publish(self.id, &p.topic, p.payload, p.qos)).await;
                 }
                 match (p.qos, p.packet_id) {
                     (QoS::AtLeastOnce, Some(pid)) => self.conn.feed(wire.puback(pid)).await?,

@@ -219,8 +219,7 @@ async fn start(
     // Warnings only: the gateway's debug lines would cost more than the work measured.
     const LOG: &str = "warn";
     let platform = match target {
-        "up" => Platform::up_with_logging(blueprint, LOG).await,
-        "cluster" => Platform::cluster_logging(blueprint, 1, LOG).await,
+        "up" | "cluster" => start_platform(target, blueprint, LOG).await?,
         _ => {
             let peer = peer::Peer::start(dir, &bin_dir.join("kaa-responder")).await?;
             let endpoint = Endpoint {
@@ -258,6 +257,30 @@ async fn start(
         },
         endpoint,
     ))
+}
+
+/// Starts `kaa up` or cluster mode, up to three times: the harness picks free ports by binding
+/// and releasing them, and another process may take one in between (it panics then).
+async fn start_platform(target: &str, blueprint: &str, log: &'static str) -> anyhow::Result<Platform> {
+    let mut last = String::new();
+    for _ in 0..3 {
+        let (name, blueprint) = (target.to_owned(), blueprint.to_owned());
+        let started = tokio::spawn(async move {
+            match name.as_str() {
+                "up" => Platform::up_with_logging(&blueprint, log).await,
+                _ => Platform::cluster_logging(&blueprint, 1, log).await,
+            }
+        })
+        .await;
+        match started {
+            Ok(platform) => return Ok(platform),
+            Err(e) => {
+                last = e.to_string();
+                eprintln!("   could not start {target}, trying again: {last}");
+            }
+        }
+    }
+    bail!("could not start {target}: {last}")
 }
 
 /// Runs one scenario with kaa-load; its last stdout line, parsed.
