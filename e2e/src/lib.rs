@@ -298,7 +298,8 @@ impl Platform {
     /// (`kaa run --database postgres://...`) instead of an SQLite file each.
     pub async fn cluster_on_postgres() -> Platform {
         let postgres = Postgres::start().await;
-        let mut platform = Self::launch_cluster(&quickstart(), 1, Some(postgres.url()), false).await;
+        let mut platform =
+            Self::launch_cluster(&quickstart(), 1, Some(postgres.url()), false, DEFAULT_LOG_FILTER).await;
         platform.postgres = Some(postgres);
         platform
     }
@@ -307,7 +308,7 @@ impl Platform {
     /// with its own database file (its single kpc service run as `kpcs` processes, replica ids
     /// `kpc-0`, `kpc-1`, ..., each on its own loopback port: `mqtt_ports`).
     pub async fn cluster_with(blueprint: &str, kpcs: usize) -> Platform {
-        Self::launch_cluster(blueprint, kpcs, None, false).await
+        Self::launch_cluster(blueprint, kpcs, None, false, DEFAULT_LOG_FILTER).await
     }
 
     /// [`Platform::cluster_with`] where every process follows `kaa-operator provide` serving
@@ -318,16 +319,27 @@ impl Platform {
         let blueprint = blueprint
             .replacen("\n        mqtt:\n", &format!("\n        mqtt:{any_port}"), 1)
             .replacen("\n        ws:\n", &format!("\n        ws:{any_port}"), 1);
-        Self::launch_cluster(&blueprint, kpcs, None, true).await
+        Self::launch_cluster(&blueprint, kpcs, None, true, DEFAULT_LOG_FILTER).await
+    }
+
+    /// [`Platform::cluster_with`] with `RUST_LOG` set to `log_filter` in every process.
+    pub async fn cluster_logging(blueprint: &str, kpcs: usize, log_filter: &str) -> Platform {
+        Self::launch_cluster(blueprint, kpcs, None, false, log_filter).await
+    }
+
+    /// [`Platform::up_with`] with `RUST_LOG` set to `log_filter`.
+    pub async fn up_with_logging(blueprint: &str, log_filter: &str) -> Platform {
+        Self::launch_up(tempfile::tempdir().unwrap(), Some(blueprint), log_filter).await
     }
 
     /// Cluster mode with the stateful services on `database_url`, or on an SQLite file each; with
-    /// `provided`, every process follows a config provider.
+    /// `provided`, every process follows a config provider; `RUST_LOG` is `log_filter`.
     async fn launch_cluster(
         blueprint: &str,
         kpcs: usize,
         database_url: Option<&str>,
         provided: bool,
+        log_filter: &str,
     ) -> Platform {
         let nats = NatsServer::start().await;
         let dir = tempfile::tempdir().unwrap();
@@ -445,7 +457,7 @@ impl Platform {
                 "kpc" if kpcs > 1 => format!("kaa-run-{replica}"),
                 _ => format!("kaa-run-{instance}"),
             };
-            let process = Process::spawn(&name, dir.path(), &args);
+            let process = Process::spawn_logging(&name, dir.path(), &args, log_filter);
             let base = format!("http://{addr}");
             wait_healthy(&base, &process).await;
             if kind == "kpc" && provider.is_some() {

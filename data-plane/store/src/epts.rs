@@ -12,6 +12,10 @@ use sqlx::{Row, any::AnyRow};
 
 use crate::{SqlBuilder, Store, clamp_i64};
 
+/// Rows per INSERT statement (7 parameters each). Kept small: binding looks each parameter up by
+/// name, a linear scan in SQLite, so the cost of a statement grows with the square of its size.
+const INSERT_ROWS: usize = 16;
+
 /// Errors of the EPTS repository.
 #[derive(Debug, thiserror::Error)]
 pub enum EptsError {
@@ -109,20 +113,26 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        for p in points {
-            sqlx::query(
-                "INSERT INTO epts_points (app_name, series, endpoint_id, ts, seq, ingested_at, point_values) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(&p.app_name)
-            .bind(&p.series)
-            .bind(&p.endpoint_id)
-            .bind(p.ts)
-            .bind(p.seq)
-            .bind(p.ingested_at)
-            .bind(Value::Object(p.values.clone()).to_string())
-            .execute(&mut *tx)
-            .await?;
+        // One statement per chunk of rows, not per row: each statement is a round trip to the
+        // database (SQLite: to its worker thread and back).
+        for chunk in points.chunks(INSERT_ROWS) {
+            let mut qb = SqlBuilder::new(
+                "INSERT INTO epts_points (app_name, series, endpoint_id, ts, seq, ingested_at, point_values) VALUES ",
+            );
+            for (i, p) in chunk.iter().enumerate() {
+                if i > 0 {
+                    qb.push(", ");
+                }
+                qb.push("(").push_bind(p.app_name.as_str());
+                qb.push(", ").push_bind(p.series.as_str());
+                qb.push(", ").push_bind(p.endpoint_id.as_str());
+                qb.push(", ").push_bind(p.ts).push(", ").push_bind(p.seq);
+                qb.push(", ").push_bind(p.ingested_at);
+                // A map of JSON values always serializes.
+                let values = serde_json::to_string(&p.values).unwrap_or_default();
+                qb.push(", ").push_bind(values).push(")");
+            }
+            qb.build()?.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

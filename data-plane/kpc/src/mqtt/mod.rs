@@ -74,9 +74,10 @@ pub(crate) async fn accept_loop(socket: TcpListener, listener: Arc<Listener>, se
 async fn connection(stream: TcpStream, peer: SocketAddr, deadline: Instant, listener: &Listener) {
     let served = match &listener.tls {
         None => over(stream, peer, None, deadline, listener).await,
-        Some(tls) => match until_shutdown(listener, tls.handshake(stream, deadline)).await {
+        // Boxed: only TLS connections need the handshake's (large) state, and only while it runs.
+        Some(tls) => match until_shutdown(listener, Box::pin(tls.handshake(stream, deadline))).await {
             None => return,
-            Some(Ok((tls, certificate))) => over(tls, peer, certificate, deadline, listener).await,
+            Some(Ok((tls, certificate))) => Box::pin(over(tls, peer, certificate, deadline, listener)).await,
             Some(Err(e)) => {
                 if matches!(e, HandshakeError::TimedOut) {
                     listener.gateway.count_refusal(Limit::ConnectTimeout);
@@ -106,7 +107,7 @@ where
         return session::serve(stream, peer, certificate, deadline, listener).await;
     };
     let max_packet = listener.gateway.config().limits.max_packet_bytes;
-    let upgrade = timeout_at(deadline, ws::accept(stream, path, max_packet));
+    let upgrade = timeout_at(deadline, Box::pin(ws::accept(stream, path, max_packet)));
     let upgraded = match until_shutdown(listener, upgrade).await {
         None => return Err(session::SessionError::Shutdown),
         Some(Ok(Ok(ws))) => ws,
@@ -119,7 +120,7 @@ where
             return Err(session::SessionError::ConnectTimeout);
         }
     };
-    session::serve(upgraded, peer, certificate, deadline, listener).await
+    Box::pin(session::serve(upgraded, peer, certificate, deadline, listener)).await
 }
 
 /// `step` (a handshake before the session), or `None` at shutdown. Sessions see shutdown

@@ -8,7 +8,8 @@ use std::num::NonZeroU16;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use bytes::BytesMut;
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use rmqtt_codec::error::{DecodeError, EncodeError};
 use rmqtt_codec::types::QoS;
 use rmqtt_codec::v5::DisconnectReasonCode;
@@ -16,7 +17,7 @@ use rmqtt_codec::version::{ProtocolVersion, VersionCodec};
 use rmqtt_codec::{MqttCodec, MqttPacket};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, sleep_until, timeout_at};
-use tokio_util::codec::Framed;
+use tokio_util::codec::{Framed, FramedParts};
 use tokio_util::sync::CancellationToken;
 
 use super::Listener;
@@ -53,6 +54,9 @@ pub(crate) enum SessionError {
     Encode(#[from] EncodeError),
 }
 
+/// Initial read and write buffer of a connection, bytes: a CONNECT, a few small requests.
+const IO_BUFFER: usize = 512;
+
 /// How long a server DISCONNECT may take to write before the connection is just dropped.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -72,7 +76,12 @@ where
     let shutdown = &listener.shutdown;
     let limits = gateway.config().limits.clone();
     let max_packet = u32::try_from(limits.max_packet_bytes).unwrap_or(u32::MAX);
-    let mut conn = Framed::new(stream, MqttCodec::Version(VersionCodec));
+    // Small buffers to start with (tokio-util's default is 8 KiB each): an idle session keeps
+    // them for its whole life, and a busy one grows them as its traffic needs.
+    let mut parts = FramedParts::new::<MqttPacket>(stream, MqttCodec::Version(VersionCodec));
+    parts.read_buf = BytesMut::with_capacity(IO_BUFFER);
+    parts.write_buf = BytesMut::with_capacity(IO_BUFFER);
+    let mut conn = Framed::from_parts(parts);
 
     // The version probe peeks at CONNECT without consuming it; the versioned codec then reads it.
     let version = match until(deadline, listener, conn.next()).await? {
@@ -113,7 +122,9 @@ where
     // Bounded by the provider timeout inside; shutdown must not wait for it.
     let verdict = tokio::select! {
         _ = shutdown.cancelled() => return Err(SessionError::Shutdown),
-        v = gateway.authenticator().authenticate(listener.auth, peer.ip(), presented) => v,
+        // Boxed, as the other rare or deep steps below: a future is as large as its largest
+        // await, and an idle session would otherwise keep that much memory for its whole life.
+        v = Box::pin(gateway.authenticator().authenticate(listener.auth, peer.ip(), presented)) => v,
     };
     drop(password);
     let client = match verdict {
@@ -180,7 +191,7 @@ where
         Ok(()) => session.run(keepalive).await,
         Err(e) => Err(e.into()),
     };
-    gateway.close_session(id).await;
+    Box::pin(gateway.close_session(id)).await;
     drop(connected);
     result
 }
@@ -234,6 +245,10 @@ struct Ends {
     stop_now: CancellationToken,
 }
 
+/// Packets handled after a read before the session flushes its answers and looks at its other
+/// duties again.
+const READ_BATCH: usize = 64;
+
 /// How often a draining session checks whether its requests were answered.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
 
@@ -251,20 +266,21 @@ where
         loop {
             tokio::select! {
                 packet = self.conn.next() => {
-                    let packet = match packet {
-                        None => return Err(SessionError::Closed),
-                        Some(Err(e)) => {
-                            if let DecodeError::MaxSizeExceeded { .. } = e {
-                                self.goodbye(DisconnectReasonCode::PacketTooLarge).await;
-                            }
-                            return Err(decode_failed(&self.gateway, e));
-                        }
-                        Some(Ok((packet, _))) => packet,
-                    };
                     deadline = Instant::now() + keepalive;
-                    if !self.on_packet(Wire::incoming(packet)).await? {
+                    if !self.on_read(packet).await? {
                         return Ok(());
                     }
+                    // The packets already received and the answers already queued go out with
+                    // one flush: acknowledgements are fed, not written one syscall each.
+                    for _ in 0..READ_BATCH {
+                        let Some(packet) = self.conn.next().now_or_never() else {
+                            break;
+                        };
+                        if !self.on_read(packet).await? {
+                            return Ok(());
+                        }
+                    }
+                    self.flush_outbound().await?;
                 }
                 Some(out) = self.outbound.recv() => {
                     self.write(out).await?;
@@ -309,7 +325,31 @@ where
         Ok(())
     }
 
-    /// Handles one client packet; `false` means the client said goodbye.
+    /// Handles what one read of the connection gave; `false` means the client said goodbye
+    /// (what was fed for it is flushed then).
+    async fn on_read(
+        &mut self,
+        packet: Option<Result<(MqttPacket, u32), DecodeError>>,
+    ) -> Result<bool, SessionError> {
+        let packet = match packet {
+            None => return Err(SessionError::Closed),
+            Some(Err(e)) => {
+                if let DecodeError::MaxSizeExceeded { .. } = e {
+                    self.goodbye(DisconnectReasonCode::PacketTooLarge).await;
+                }
+                return Err(decode_failed(&self.gateway, e));
+            }
+            Some(Ok((packet, _))) => packet,
+        };
+        if self.on_packet(Wire::incoming(packet)).await? {
+            return Ok(true);
+        }
+        self.conn.flush().await?;
+        Ok(false)
+    }
+
+    /// Handles one client packet, feeding (not flushing) what it answers; `false` means the
+    /// client said goodbye.
     async fn on_packet(&mut self, packet: Incoming) -> Result<bool, SessionError> {
         let wire = self.wire;
         match packet {
@@ -319,27 +359,26 @@ where
                     _ => true,
                 };
                 if fresh {
-                    self.gateway
-                        .handle_publish(self.id, &p.topic, p.payload, p.qos)
-                        .await;
+                    // Boxed: the request path (token validation, the bus) is deep; see `serve`.
+                    Box::pin(self.gateway.handle_publish(self.id, &p.topic, p.payload, p.qos)).await;
                 }
                 match (p.qos, p.packet_id) {
-                    (QoS::AtLeastOnce, Some(pid)) => self.conn.send(wire.puback(pid)).await?,
-                    (QoS::ExactlyOnce, Some(pid)) => self.conn.send(wire.pubrec(pid)).await?,
+                    (QoS::AtLeastOnce, Some(pid)) => self.conn.feed(wire.puback(pid)).await?,
+                    (QoS::ExactlyOnce, Some(pid)) => self.conn.feed(wire.pubrec(pid)).await?,
                     _ => {}
                 }
             }
             Incoming::PubRel(pid) => {
                 self.awaiting_release.remove(&pid);
-                self.conn.send(wire.pubcomp(pid)).await?;
+                self.conn.feed(wire.pubcomp(pid)).await?;
             }
-            Incoming::PubRec(pid) => self.conn.send(wire.pubrel(pid)).await?,
+            Incoming::PubRec(pid) => self.conn.feed(wire.pubrel(pid)).await?,
             Incoming::PubAck | Incoming::PubComp => {}
-            Incoming::Subscribe { packet_id, qos } => self.conn.send(wire.suback(packet_id, &qos)).await?,
+            Incoming::Subscribe { packet_id, qos } => self.conn.feed(wire.suback(packet_id, &qos)).await?,
             Incoming::Unsubscribe { packet_id, count } => {
-                self.conn.send(wire.unsuback(packet_id, count)).await?
+                self.conn.feed(wire.unsuback(packet_id, count)).await?
             }
-            Incoming::PingReq => self.conn.send(wire.pingresp()).await?,
+            Incoming::PingReq => self.conn.feed(wire.pingresp()).await?,
             Incoming::Disconnect => return Ok(false),
             Incoming::Unexpected(what) => {
                 self.goodbye(DisconnectReasonCode::ProtocolError).await;

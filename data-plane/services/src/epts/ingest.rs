@@ -134,7 +134,7 @@ async fn store_samples(state: &EptsState, event: DataSamplesEvent) -> Outcome {
             "data samples partly unusable: {summary}"
         );
     }
-    insert(state, &rows, &event.correlation_id)
+    insert(state, rows, &event.correlation_id)
         .await
         .map_or_else(|e| e, |()| (200, summary))
 }
@@ -161,13 +161,13 @@ async fn store_series(state: &EptsState, event: TimeSeriesEvent) -> Outcome {
                 .collect::<Map<_, _>>(),
         })
         .collect();
-    insert(state, &rows, &event.correlation_id)
+    insert(state, rows, &event.correlation_id)
         .await
         .map_or_else(|e| e, |()| (200, None))
 }
 
-async fn insert(state: &EptsState, rows: &[NewPoint], correlation_id: &str) -> Result<(), Outcome> {
-    state.store().insert_points(rows).await.map_err(|e| {
+async fn insert(state: &EptsState, rows: Vec<NewPoint>, correlation_id: &str) -> Result<(), Outcome> {
+    state.insert_points(rows).await.map_err(|e| {
         tracing::error!(%correlation_id, error = %e, "cannot store time series points");
         (500, Some("time series storage failed".to_owned()))
     })

@@ -7,6 +7,8 @@
 //!   and 14/TSTP `TimeSeriesEvent`s (from the configured time series transmitters, EPL) -> points
 //!   in the store; answers `DataSamplesProcessed` / `TimeSeriesProcessed` on `replyTo` once the
 //!   points are committed.
+//! - [`writer`]: group commit of the bus handlers' points (one transaction for the events that
+//!   arrive while the previous one is written).
 //! - [`extract`]: data samples -> points, by the application's settings (pure).
 //! - [`dates`]: the REST API's time parameters and ISO 8601 output (pure).
 //! - [`rest`]: Kaa's REST API under `/epts/api/v1` ([`router`]).
@@ -15,7 +17,10 @@
 //! applications map one to the other). Subscriptions use the instance name as queue group, so
 //! each event is stored once per EPTS instance however many replicas run.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use kaa_blueprint::config::Live;
 use kaa_bus::Bus;
@@ -28,6 +33,7 @@ pub mod extract;
 mod feeds;
 pub mod ingest;
 pub mod rest;
+pub mod writer;
 
 pub use kaa_blueprint::config::{EptsApplication as Application, EptsConfig as Config};
 pub use rest::router;
@@ -108,6 +114,9 @@ pub struct EptsState {
     store: Store,
     /// Read once per request ([`Self::config`]); replaced by a live config change.
     config: Live<Config>,
+    /// The group-commit writer of the bus handlers, started by [`serve`]; without it points are
+    /// written directly.
+    writer: Arc<OnceLock<writer::Writer>>,
 }
 
 impl EptsState {
@@ -117,11 +126,20 @@ impl EptsState {
         Ok(Self {
             store,
             config: Live::new(config),
+            writer: Arc::default(),
         })
     }
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Stores points (all or none): through the group-commit writer once [`serve`] runs.
+    pub async fn insert_points(&self, rows: Vec<kaa_store::NewPoint>) -> Result<(), String> {
+        match self.writer.get() {
+            Some(writer) => writer.insert(rows).await,
+            None => self.store.insert_points(&rows).await.map_err(|e| e.to_string()),
+        }
     }
 
     /// The current config: read it once per request and keep that snapshot.
@@ -156,6 +174,9 @@ const FEEDS_CHECK: Duration = Duration::from_secs(1);
 /// Runs the subscriptions and the retention loop until `shutdown` is cancelled. Both follow
 /// the live config: the transmitters (checked every [`FEEDS_CHECK`]) and the retention interval.
 pub async fn serve(bus: Bus, state: EptsState, shutdown: CancellationToken) -> Result<(), ServeError> {
+    state
+        .writer
+        .get_or_init(|| writer::Writer::spawn(state.store.clone()));
     let mut feeds = feeds::Feeds::default();
     feeds.sync(&bus, &state, &shutdown).await?;
     let config = state.config();
