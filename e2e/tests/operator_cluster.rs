@@ -14,11 +14,9 @@ use k8s_openapi::{
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kaa_operator::{
-    build::Settings,
     controller,
     crd::Blueprint,
     leader::{Elector, LeaseSettings},
-    metrics::Metrics,
 };
 use kaa_testkit::eventually;
 use kube::{
@@ -53,12 +51,7 @@ async fn e2e_smart_energy_is_reconciled_and_collected() {
         .create(&PostParams::default(), &namespace)
         .await
         .unwrap();
-    let ctx = controller::Context {
-        client: client.clone(),
-        settings: Settings::default(),
-        metrics: Metrics::default(),
-        provider: kaa_operator::provider::Provider::default(),
-    };
+    let ctx = controller::Context::new(client.clone());
     let operator_ns = ns.clone();
     let mut elector = Elector::new(client.clone(), LeaseSettings::new("kaa-operator", &ns, "kaa-e2e"));
     let operator = tokio::spawn(async move {

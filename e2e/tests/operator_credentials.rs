@@ -8,10 +8,8 @@ use std::{collections::BTreeMap, time::Duration};
 
 use k8s_openapi::api::core::v1::Secret;
 use kaa_operator::{
-    build::Settings,
     controller::{self, Context},
     crd::Blueprint,
-    metrics::Metrics,
 };
 use kaa_services::cm::kubernetes::SecretStore;
 use kaa_testkit::{FakeApiServer, ObjectKey, eventually};
@@ -38,12 +36,7 @@ async fn user_secret(server: &FakeApiServer, name: &str, key: &str, value: &str)
 #[tokio::test]
 async fn the_cm_authenticates_what_the_operator_provisioned() {
     let server = FakeApiServer::start().await;
-    let ctx = Context {
-        client: server.client_in(NS),
-        settings: Settings::default(),
-        metrics: Metrics::default(),
-        provider: kaa_operator::provider::Provider::default(),
-    };
+    let ctx = Context::new(server.client_in(NS));
     tokio::spawn(async move { controller::run(ctx, Some(NS)).await });
     user_secret(&server, "meter-gateway", "password", PASSWORD).await;
     user_secret(&server, "factory-tokens", "meter-0001", TOKEN).await;

@@ -41,6 +41,18 @@ pub struct Context {
     pub provider: Provider,
 }
 
+impl Context {
+    /// Default settings, fresh metrics and an empty provider: what tests and tools start from.
+    pub fn new(client: Client) -> Self {
+        Context {
+            client,
+            settings: Settings::default(),
+            metrics: Metrics::default(),
+            provider: Provider::default(),
+        }
+    }
+}
+
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context")

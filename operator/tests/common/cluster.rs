@@ -3,10 +3,9 @@
 use std::time::Duration;
 
 use kaa_operator::{
-    build::{RESTART_HASH, Settings},
+    build::RESTART_HASH,
     controller::{Context, run},
     crd::Blueprint,
-    metrics::Metrics,
 };
 use kaa_testkit::{FakeApiServer, ObjectKey, eventually};
 use kube::api::{Api, PostParams};
@@ -18,12 +17,7 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// A fake API server with the operator running against it.
 pub async fn operator() -> FakeApiServer {
     let server = FakeApiServer::start().await;
-    let ctx = Context {
-        client: server.client_in(NS),
-        settings: Settings::default(),
-        metrics: Metrics::default(),
-        provider: kaa_operator::provider::Provider::default(),
-    };
+    let ctx = Context::new(server.client_in(NS));
     tokio::spawn(async move { run(ctx, Some(NS)).await });
     server
 }
