@@ -14,20 +14,26 @@ impl ServiceConfig {
         short_hash(&serde_json::to_value(self).unwrap_or_default(), 6)
     }
 
-    /// The part of the config a running service cannot change without a restart: listeners
-    /// (ports, TLS files, WebSocket paths), where state lives, and names that key stored data. Everything else applies live.
+    /// The part of a config a running service reads only at start, so that only a restart
+    /// applies a change to it: listeners (ports, TLS files, WebSocket paths), where state lives,
+    /// names that key stored data or routes, worker pool sizes, the gateways a service follows,
+    /// and KPC's authentication timings. Everything else applies live.
     pub fn restart_relevant(&self) -> serde_json::Value {
-        match self {
-            ServiceConfig::Kpc(kpc) => serde_json::json!({
-                "mqtt": kpc.mqtt, "mqtts": kpc.mqtts, "ws": kpc.ws, "wss": kpc.wss, "https": kpc.https,
-            }),
-            ServiceConfig::Cm(cm) => serde_json::json!({ "storage": cm.storage }),
-            // CMX's `configName` keys its REST routes and stored documents.
-            ServiceConfig::Cmx(cmx) => serde_json::json!({ "configName": cmx.config_name }),
-            // The proxy's routes are built once, at start.
-            ServiceConfig::Web(web) => serde_json::json!({ "upstreams": web.upstreams }),
-            _ => serde_json::Value::Null,
+        let value = serde_json::to_value(self).unwrap_or_default();
+        let mut fixed = serde_json::Map::new();
+        for key in FIXED_AT_START {
+            if let Some(v) = value.get(key) {
+                fixed.insert(key.to_owned(), v.clone());
+            }
         }
+        if let ServiceConfig::Kpc(_) = self {
+            for key in KPC_LIMITS_FIXED_AT_START {
+                if let Some(v) = value.get("limits").and_then(|limits| limits.get(key)) {
+                    fixed.insert(format!("limits.{key}"), v.clone());
+                }
+            }
+        }
+        serde_json::Value::Object(fixed)
     }
 
     /// A short, stable hash of [`ServiceConfig::restart_relevant`] (the operator puts it on the pod
@@ -49,13 +55,35 @@ impl ServiceConfig {
             ));
         }
         if self.restart_relevant() != next.restart_relevant() {
-            return Err("listeners or storage changed: applied by a restart".to_owned());
+            return Err("a setting read only at start changed (listeners, storage, names, worker pools, followed gateways, KPC authentication timings): applied by a restart".to_owned());
         }
         Ok(())
     }
 }
 
 /// The first `bytes` bytes of the SHA-256 of `value`'s JSON text, in hex.
+/// Top-level config keys (of any kind) that a running instance reads only at start.
+const FIXED_AT_START: [&str; 10] = [
+    "mqtt",
+    "mqtts",
+    "ws",
+    "wss",
+    "https",
+    "storage",
+    "configName",
+    "upstreams",
+    "maxInFlight",
+    "kpcInstances",
+];
+
+/// KPC `limits` that its token cache and connection guard read only at start.
+const KPC_LIMITS_FIXED_AT_START: [&str; 4] = [
+    "tokenTimeoutMs",
+    "tokenCacheTtlMs",
+    "authTimeoutMs",
+    "failedConnectsPerMinute",
+];
+
 fn short_hash(value: &serde_json::Value, bytes: usize) -> String {
     // `serde_json::Value` keeps object keys sorted (no `preserve_order`), so the text is canonical.
     let digest = Sha256::digest(value.to_string().as_bytes());
@@ -100,5 +128,34 @@ mod tests {
         let moved = ServiceConfig::Kpc(moved);
         assert_ne!(a.restart_hash(), moved.restart_hash());
         assert!(a.live_change_to(&moved).unwrap_err().contains("restart"));
+    }
+
+    #[test]
+    fn settings_read_at_start_need_a_restart_and_others_do_not() {
+        let a = kpc();
+        let ServiceConfig::Kpc(mut slower) = kpc() else {
+            unreachable!()
+        };
+        slower.limits.token_timeout_ms += 1;
+        let slower = ServiceConfig::Kpc(slower);
+        assert!(
+            a.live_change_to(&slower).is_err(),
+            "the token cache reads it at start"
+        );
+
+        let epmx = |max_in_flight: usize, timeout: u64| -> ServiceConfig {
+            let json = serde_json::json!({"kind": "epmx", "instance": "epmx", "eprInstance": "epr",
+                "maxInFlight": max_in_flight, "requestTimeoutMs": timeout});
+            serde_json::from_value(json).unwrap()
+        };
+        assert!(
+            epmx(8, 100).live_change_to(&epmx(16, 100)).is_err(),
+            "a worker pool size"
+        );
+        assert_eq!(
+            epmx(8, 100).live_change_to(&epmx(8, 200)),
+            Ok(()),
+            "a timeout applies live"
+        );
     }
 }
