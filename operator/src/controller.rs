@@ -32,6 +32,9 @@ use crate::{
     validate::{self, Planned},
 };
 
+/// How often the config provider drops the Blueprints deleted since.
+const FORGET_DELETED_EVERY: Duration = Duration::from_secs(5);
+
 /// What every reconcile shares.
 #[derive(Clone)]
 pub struct Context {
@@ -235,7 +238,22 @@ pub async fn run(ctx: Context, namespace: Option<&str>) {
     let mine = watcher::Config::default().labels(&format!("{}={}", build::MANAGED_BY.0, build::MANAGED_BY.1));
     // A replica's config report that changes the rollout updates the status at once.
     let reports = ctx.provider.take_changes().map(provider::cluster::triggers);
-    Controller::new(api(&client), watcher::Config::default())
+    let controller = Controller::new(api(&client), watcher::Config::default());
+    // No reconcile runs for a deleted Blueprint: the provider forgets it when the cache does
+    // (the provider learns of a Blueprint only from a reconcile, so after the cache has it).
+    let (blueprints, provider) = (controller.store(), ctx.provider.clone());
+    let forget_deleted = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(FORGET_DELETED_EVERY).await;
+            let live: std::collections::BTreeSet<_> = blueprints
+                .state()
+                .iter()
+                .map(|bp| provider::cluster::key(bp))
+                .collect();
+            provider.retain(|key| live.contains(key));
+        }
+    });
+    controller
         .reconcile_on(futures_util::stream::iter(reports).flatten())
         .owns(owned::<Deployment>(&client, namespace), mine.clone())
         .owns(owned::<ConfigMap>(&client, namespace), mine.clone())
@@ -250,4 +268,5 @@ pub async fn run(ctx: Context, namespace: Option<&str>) {
             }
         })
         .await;
+    forget_deleted.abort();
 }

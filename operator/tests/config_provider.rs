@@ -16,7 +16,7 @@ use kaa_operator::{
     controller::{Context, run},
     crd::Blueprint,
     metrics::Metrics,
-    provider::{Provider, http},
+    provider::{Provider, Refused, http},
 };
 use kaa_protocol::{avro::AvroRecord, scmp::ConfigAppliedEvent, subject};
 use kaa_testkit::{FakeApiServer, NatsServer, ObjectKey, eventually, free_port};
@@ -356,4 +356,25 @@ async fn without_nats_objects_are_reconciled_and_config_applied_is_unknown() {
     );
     assert_eq!(bp["status"]["servicesReady"], "0/11");
     assert!(service(&bp, "kpc")["configVersion"].is_string());
+}
+
+#[tokio::test]
+async fn a_deleted_blueprint_s_configs_and_token_are_forgotten() {
+    let operator = Operator::start().await;
+    operator.create(&closed_port()).await;
+    let token = operator.token();
+    assert!(operator.provider.config(&token, "kpc").is_ok());
+
+    operator
+        .blueprints
+        .delete("quickstart", &Default::default())
+        .await
+        .unwrap();
+    assert!(operator.blueprints.get("quickstart").await.is_err(), "deleted");
+    eventually(
+        WAIT,
+        "the provider to refuse the deleted Blueprint's token",
+        || async { (operator.provider.config(&token, "kpc") == Err(Refused::Unauthorized)).then_some(()) },
+    )
+    .await;
 }

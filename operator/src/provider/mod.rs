@@ -151,6 +151,13 @@ impl Provider {
         }
     }
 
+    /// Forgets every Blueprint `keep` refuses (deleted ones): their configs are no longer served
+    /// and their tokens no longer accepted.
+    pub fn retain(&self, keep: impl Fn(&BlueprintKey) -> bool) {
+        lock(&self.inner.entries).retain(|key, _| keep(key));
+        lock(&self.inner.rollouts).retain(|key, _| keep(key));
+    }
+
     /// Serves `configs` (one per instance) for `key` from now on, and announces on `nats_url`
     /// what changed since the last feed (every instance, the first time). Must run in a Tokio
     /// runtime: the first feed for a NATS URL starts its connection task.
