@@ -17,6 +17,7 @@
 //! cannot start its fixtures has nothing better to do.
 
 use std::{
+    collections::BTreeSet,
     future::Future,
     io::{BufRead, BufReader},
     net::{SocketAddr, TcpListener},
@@ -188,17 +189,26 @@ fn parse_listen_port(line: &str) -> Option<u16> {
     port.parse().ok()
 }
 
-/// Returns a TCP port on 127.0.0.1 that was free when asked.
+/// Returns a TCP port on 127.0.0.1 that was free when asked, and that this process has not been
+/// given before (the system may hand out a just-released port again: two listeners of one test
+/// would then collide).
 ///
 /// Prefer binding port 0 directly where the code under test allows it: another process may take the
 /// port between this call and its use.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .unwrap_or_else(|err| panic!("cannot bind 127.0.0.1:0 to find a free port: {err}"));
-    listener
-        .local_addr()
-        .unwrap_or_else(|err| panic!("bound 127.0.0.1:0 but cannot read its address: {err}"))
-        .port()
+    static GIVEN: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
+    for _ in 0..10_000 {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .unwrap_or_else(|err| panic!("cannot bind 127.0.0.1:0 to find a free port: {err}"));
+        let port = listener
+            .local_addr()
+            .unwrap_or_else(|err| panic!("bound 127.0.0.1:0 but cannot read its address: {err}"))
+            .port();
+        if GIVEN.lock().unwrap_or_else(|p| p.into_inner()).insert(port) {
+            return port;
+        }
+    }
+    panic!("no port on 127.0.0.1 left that this process has not been given yet");
 }
 
 /// Calls `f` until it returns `Some`, and returns that value; panics naming `what` after `deadline`.
