@@ -110,6 +110,10 @@ struct Args {
     /// (0: one per 20,000 connections, at least one).
     #[arg(long, default_value_t = 0)]
     source_addrs: usize,
+    /// reqresp: paced load, requests per second over all connections (each sends at an even
+    /// share, still within its window); 0: as fast as the windows allow.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
 }
 
 impl Args {

@@ -3,7 +3,8 @@
 //! replies on `/status` (`/error` counts as an error). Requests sent during the measured period
 //! (after the warmup) are the ones counted: each ends as completed (latency recorded), error, or
 //! timeout (no reply within `--timeout`). After the period the load stays on until the measured
-//! requests are answered (or time out), then the run stops.
+//! requests are answered (or time out), then the run stops. With `--rate` each connection paces
+//! its requests evenly instead of refilling its window at once (a load below the peak).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -41,6 +42,8 @@ struct Schedule {
     measure_from: Instant,
     measure_until: Instant,
     timeout: Duration,
+    /// Time between two requests of one connection; `None`: unpaced.
+    pace: Option<Duration>,
 }
 
 pub(crate) async fn run(args: &Args) -> anyhow::Result<Value> {
@@ -57,10 +60,16 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Value> {
         measure_from,
         measure_until: measure_from + Duration::from_secs_f64(args.duration),
         timeout: Duration::from_secs_f64(args.timeout),
+        pace: (args.rate > 0.0).then(|| Duration::from_secs_f64(args.connections as f64 / args.rate)),
     };
     eprintln!(
-        "running: {} connections x {} in flight, QoS {}, {}s warmup + {}s measured",
-        args.connections, args.window, args.qos, args.warmup, args.duration
+        "running: {} connections x {} in flight, QoS {}, {}s warmup + {}s measured, rate {}",
+        args.connections,
+        args.window,
+        args.qos,
+        args.warmup,
+        args.duration,
+        pace_text(args.rate)
     );
     let mut drivers = Vec::with_capacity(conns.len());
     for (i, conn) in conns.into_iter().enumerate() {
@@ -94,8 +103,13 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Value> {
         args.extension, args.resource
     );
     println!(
-        "  {} connections x {} in flight, QoS {}, {}s measured after {}s warmup",
-        args.connections, args.window, args.qos, args.duration, args.warmup
+        "  {} connections x {} in flight, QoS {}, {}s measured after {}s warmup, rate {}",
+        args.connections,
+        args.window,
+        args.qos,
+        args.duration,
+        args.warmup,
+        pace_text(args.rate)
     );
     println!(
         "  completed {}  errors {}  timeouts {}  ({:.0} req/s)",
@@ -116,6 +130,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Value> {
         "connections": args.connections,
         "window": args.window,
         "qos": args.qos,
+        "rate": args.rate,
         "duration_s": args.duration,
         "completed": all.completed,
         "errors": all.errors,
@@ -123,6 +138,19 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Value> {
         "rps": round3(rps),
     });
     Ok(merged(summary, latency))
+}
+
+fn pace_text(rate: f64) -> String {
+    if rate > 0.0 {
+        format!("{rate} req/s")
+    } else {
+        "unpaced".to_owned()
+    }
+}
+
+/// Where in the pacing interval connection `i` starts, in [0, 1): spreads the connections.
+fn fraction(i: usize) -> f64 {
+    (i as f64 * 0.618_033_988_75).fract()
 }
 
 /// One connection's request loop: keeps `window` requests in flight, matches replies by request
@@ -143,6 +171,11 @@ async fn drive(
     let mut measured_outstanding = 0usize;
     let hard_stop = schedule.measure_until + schedule.timeout;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    // Paced: the next request may go at `next_send` (spread over the first interval).
+    let mut next_send = Instant::now()
+        + schedule
+            .pace
+            .map_or(Duration::ZERO, |p| p.mul_f64(fraction(conn_index)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
@@ -152,7 +185,11 @@ async fn drive(
             break;
         }
         // Top the window up (the load stays on while the measured requests drain).
-        while inflight.len() < window {
+        while inflight.len() < window && Instant::now() >= next_send {
+            if let Some(pace) = schedule.pace {
+                // Catch up at most one interval late: a stalled connection does not burst.
+                next_send = (next_send + pace).max(Instant::now());
+            }
             let rid = next_rid;
             next_rid = if next_rid == u16::MAX { 1 } else { next_rid + 1 };
             if inflight.contains_key(&rid) {
@@ -213,6 +250,7 @@ async fn drive(
                     break;
                 }
             },
+            () = tokio::time::sleep_until(next_send.into()), if schedule.pace.is_some() && inflight.len() < window => {}
             _ = tick.tick() => {
                 let now = Instant::now();
                 inflight.retain(|_, p| {
