@@ -171,20 +171,21 @@ pub fn parse_json<T: DeserializeOwned>(
     serde_json::from_slice(body).map_err(|e| AppError::BadRequest(format!("invalid request body: {e}")))
 }
 
+/// Request headers from `(name, value)` pairs, for handler tests.
+#[cfg(test)]
+pub(crate) fn test_headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.insert(*k, axum::http::HeaderValue::from_static(v));
+    }
+    h
+}
+
 #[cfg(test)]
 mod tests {
-    use axum::http::HeaderValue;
     use serde_json::Value;
 
-    use super::*;
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(*k, HeaderValue::from_static(v));
-        }
-        h
-    }
+    use super::{test_headers as headers, *};
 
     #[test]
     fn content_types() {

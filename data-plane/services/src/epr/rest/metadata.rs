@@ -153,14 +153,7 @@ pub(super) fn check_key(key: &str) -> Result<(), AppError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(*k, HeaderValue::from_static(v));
-        }
-        h
-    }
+    use crate::rest::test_headers as headers;
 
     #[test]
     fn if_match_forms() {
