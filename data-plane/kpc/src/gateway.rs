@@ -55,7 +55,6 @@ use kaa_protocol::esp::ClientData;
 use kaa_protocol::topic::RequestTopic;
 use kaa_protocol::{now_millis, subject};
 use rmqtt_codec::types::QoS;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use self::limits::{Limit, Slot};
@@ -83,11 +82,18 @@ pub struct Outbound {
 pub struct SessionHandle {
     pub id: SessionId,
     /// What to send to the client.
-    pub outbound: mpsc::Receiver<Outbound>,
-    /// Cancelled when the session must end now: its credential or its only endpoint was revoked.
-    pub revoked: CancellationToken,
-    /// Cancelled when every endpoint of the session reconnected through another replica.
-    pub taken_over: CancellationToken,
+    pub outbound: flume::Receiver<Outbound>,
+    /// Cancelled when the server ends the session; [`Gateway::why_ended`] tells why.
+    pub ended: CancellationToken,
+}
+
+/// Why the server ended a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Its credential or its only endpoint token was revoked.
+    Revoked,
+    /// Every endpoint of the session reconnected through another replica.
+    TakenOver,
 }
 
 /// Shared state of one KPC replica.
@@ -122,7 +128,7 @@ struct State {
 
 #[derive(Debug)]
 struct Session {
-    tx: mpsc::Sender<Outbound>,
+    tx: flume::Sender<Outbound>,
     /// Endpoint tokens this session identified, and the reverse map used to address pushes.
     tokens: HashMap<String, Identified>,
     endpoint_tokens: HashMap<String, String>,
@@ -131,12 +137,21 @@ struct Session {
     announced: HashMap<String, i64>,
     /// The authenticated client, if the listener authenticates.
     client: Option<ClientIdentity>,
-    revoked: CancellationToken,
-    taken_over: CancellationToken,
+    /// One token for every reason to end (an idle session waits on it), the reason beside it.
+    ended: CancellationToken,
+    end: Option<End>,
     /// Whether extension pushes reach this session: not for a one-request HTTP session, whose
     /// channel must carry nothing but its answer.
     pushes: bool,
     limits: SessionLimits,
+}
+
+impl Session {
+    /// Ends the session from the server's side; the first reason given is the one reported.
+    fn end(&mut self, why: End) {
+        self.end.get_or_insert(why);
+        self.ended.cancel();
+    }
 }
 
 #[derive(Debug)]
@@ -218,6 +233,11 @@ impl Gateway {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Why the server ended a session (asked once its `ended` token is cancelled).
+    pub fn why_ended(&self, id: SessionId) -> Option<End> {
+        self.state().sessions.get(&id).and_then(|s| s.end)
+    }
+
     /// Registers a new client session. `None` if the client's credential was revoked while it
     /// was being authenticated.
     pub fn open_session(&self, client: Option<ClientIdentity>) -> Option<SessionHandle> {
@@ -226,16 +246,16 @@ impl Gateway {
 
     fn open(&self, client: Option<ClientIdentity>, pushes: bool) -> Option<SessionHandle> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
-        let (revoked, taken_over) = (CancellationToken::new(), CancellationToken::new());
+        let (tx, rx) = flume::bounded(OUTBOUND_QUEUE);
+        let ended = CancellationToken::new();
         let session = Session {
             tx,
             tokens: HashMap::new(),
             endpoint_tokens: HashMap::new(),
             announced: HashMap::new(),
             client,
-            revoked: revoked.clone(),
-            taken_over: taken_over.clone(),
+            ended: ended.clone(),
+            end: None,
             pushes,
             limits: SessionLimits::default(),
         };
@@ -251,8 +271,7 @@ impl Gateway {
         Some(SessionHandle {
             id,
             outbound: rx,
-            revoked,
-            taken_over,
+            ended,
         })
     }
 
@@ -461,13 +480,13 @@ impl Gateway {
         });
         match sent {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(flume::TrySendError::Full(_)) => {
                 self.metrics.dropped();
                 tracing::warn!(session, "client is not reading; dropped a message for it");
                 false
             }
             // The session is ending: nobody to deliver to, nothing dropped on a live client.
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(flume::TrySendError::Disconnected(_)) => false,
         }
     }
 }

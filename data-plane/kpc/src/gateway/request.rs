@@ -90,7 +90,7 @@ impl Gateway {
                 return Answer::Error(KpError::new(code, e.to_string()));
             }
         };
-        let Some(mut handle) = self.open(client, false) else {
+        let Some(handle) = self.open(client, false) else {
             self.metrics.auth_failure(AuthFailure::Revoked);
             return Answer::Error(KpError::new(401, "the client credential was revoked"));
         };
@@ -104,14 +104,14 @@ impl Gateway {
             }
             Ok(()) => {
                 let timeout = Duration::from_millis(self.config().limits.request_timeout_ms);
-                match tokio::time::timeout(timeout, handle.outbound.recv()).await {
-                    Ok(Some(out)) if out.topic.ends_with("/status") => Answer::Status(out.payload),
-                    Ok(Some(out)) => Answer::Error(
+                match tokio::time::timeout(timeout, handle.outbound.recv_async()).await {
+                    Ok(Ok(out)) if out.topic.ends_with("/status") => Answer::Status(out.payload),
+                    Ok(Ok(out)) => Answer::Error(
                         serde_json::from_slice(&out.payload)
                             .unwrap_or_else(|_| KpError::new(502, "the extension's error is malformed")),
                     ),
                     // The session was closed under us (revoked meanwhile): nobody will answer.
-                    Ok(None) => Answer::Error(KpError::new(410, "the session ended")),
+                    Ok(Err(_)) => Answer::Error(KpError::new(410, "the session ended")),
                     // Counted as timed out by `expire_pending`, which finds the request still
                     // pending on the same deadline.
                     Err(_) => Answer::Error(KpError::new(504, "the extension did not answer in time")),

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
-use super::{Gateway, State, unlist};
+use super::{End, Gateway, State, unlist};
 
 /// Recently revoked credentials kept at most (they also expire, see `forget_after`).
 const RECENTLY_REVOKED: usize = 4096;
@@ -64,7 +64,7 @@ impl Gateway {
                     }
                 }
                 if session.endpoint_tokens.is_empty() {
-                    session.revoked.cancel();
+                    session.end(End::Revoked);
                     ended += 1;
                 }
             }
@@ -83,7 +83,7 @@ impl Gateway {
     /// Applies a `ClientCredentialRevokedEvent`: every session of that credential ends now, and a
     /// CONNECT authenticated just before the event is refused. Returns how many sessions ended.
     pub fn revoke_credential(&self, credential_id: &str) -> usize {
-        let state = self.state();
+        let mut state = self.state();
         {
             let mut recent = self.recently_revoked();
             if recent.len() >= RECENTLY_REVOKED {
@@ -92,13 +92,13 @@ impl Gateway {
             recent.push_back((Instant::now(), credential_id.to_owned()));
         }
         let mut ended = 0;
-        for session in state.sessions.values() {
+        for session in state.sessions.values_mut() {
             if session
                 .client
                 .as_ref()
                 .is_some_and(|c| c.credential_id == credential_id)
             {
-                session.revoked.cancel();
+                session.end(End::Revoked);
                 ended += 1;
             }
         }

@@ -11,7 +11,7 @@
 
 use kaa_protocol::elce::ConnectedEvent;
 
-use super::{Gateway, State, unlist};
+use super::{End, Gateway, State, unlist};
 
 impl Gateway {
     /// Applies another replica's `connected` event. Returns how many sessions were ended.
@@ -48,7 +48,7 @@ impl Gateway {
                     "endpoint reconnected through another replica; dropped it here"
                 );
                 if session.endpoint_tokens.is_empty() {
-                    session.taken_over.cancel();
+                    session.end(End::TakenOver);
                     ended += 1;
                 }
             }

@@ -12,6 +12,7 @@ mod wire;
 mod ws;
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use self::session::SessionError;
 use crate::auth::CertificateIdentity;
 use crate::gateway::{Gateway, Limit};
 use crate::tls::{HandshakeError, TlsFiles};
@@ -70,57 +72,71 @@ pub(crate) async fn accept_loop(socket: TcpListener, listener: Arc<Listener>, se
     }
 }
 
-/// One connection: the TLS handshake (TLS listeners), then the session.
+/// One connection: everything up to a running session, then the session.
 async fn connection(stream: TcpStream, peer: SocketAddr, deadline: Instant, listener: &Listener) {
-    let served = match &listener.tls {
-        None => over(stream, peer, None, deadline, listener).await,
-        // Boxed: only TLS connections need the handshake's (large) state, and only while it runs.
-        Some(tls) => match until_shutdown(listener, Box::pin(tls.handshake(stream, deadline))).await {
-            None => return,
-            Some(Ok((tls, certificate))) => Box::pin(over(tls, peer, certificate, deadline, listener)).await,
-            Some(Err(e)) => {
-                if matches!(e, HandshakeError::TimedOut) {
-                    listener.gateway.count_refusal(Limit::ConnectTimeout);
-                }
-                tracing::debug!(%peer, listener = listener.name, error = %e, "no TLS connection");
-                return;
-            }
-        },
+    // Boxed, and gone once the session runs: the handshakes need far more memory than an idle
+    // session, and a task would keep its largest state for its whole life.
+    let served = match Box::pin(open(stream, peer, deadline, listener)).await {
+        Ok(session) => session.await,
+        Err(e) => Err(e),
     };
     if let Err(e) = served {
         tracing::debug!(%peer, listener = listener.name, error = %e, "MQTT connection ended");
     }
 }
 
-/// The session over `stream`, through the WebSocket upgrade on WebSocket listeners.
-async fn over<S>(
+/// A session ready to run (its CONNECT accepted), whatever the stream under it.
+type Running<'a> = Pin<Box<dyn Future<Output = Result<(), SessionError>> + Send + 'a>>;
+
+/// The TLS handshake (TLS listeners), then the rest of [`over`].
+async fn open<'a>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    deadline: Instant,
+    listener: &'a Listener,
+) -> Result<Running<'a>, SessionError> {
+    let Some(tls) = &listener.tls else {
+        return over(stream, peer, None, deadline, listener).await;
+    };
+    let (tls, certificate) = until_shutdown(listener, tls.handshake(stream, deadline))
+        .await
+        .ok_or(SessionError::Shutdown)?
+        .inspect_err(|e| {
+            if matches!(e, HandshakeError::TimedOut) {
+                listener.gateway.count_refusal(Limit::ConnectTimeout);
+            }
+        })?;
+    over(tls, peer, certificate, deadline, listener).await
+}
+
+/// The WebSocket upgrade (WebSocket listeners), then CONNECT and client authentication.
+async fn over<'a, S>(
     stream: S,
     peer: SocketAddr,
     certificate: Option<CertificateIdentity>,
     deadline: Instant,
-    listener: &Listener,
-) -> Result<(), session::SessionError>
+    listener: &'a Listener,
+) -> Result<Running<'a>, SessionError>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'a,
 {
     let Some(path) = &listener.websocket else {
-        return session::serve(stream, peer, certificate, deadline, listener).await;
+        let opened = session::open(stream, peer, certificate, deadline, listener).await?;
+        return Ok(Box::pin(opened.run()));
     };
     let max_packet = listener.gateway.config().limits.max_packet_bytes;
-    let upgrade = timeout_at(deadline, Box::pin(ws::accept(stream, path, max_packet)));
+    let upgrade = timeout_at(deadline, ws::accept(stream, path, max_packet));
     let upgraded = match until_shutdown(listener, upgrade).await {
-        None => return Err(session::SessionError::Shutdown),
+        None => return Err(SessionError::Shutdown),
         Some(Ok(Ok(ws))) => ws,
-        Some(Ok(Err(e))) => {
-            tracing::debug!(%peer, listener = listener.name, error = %e, "WebSocket upgrade refused or failed");
-            return Ok(());
-        }
+        Some(Ok(Err(e))) => return Err(SessionError::WebSocket(e.to_string())),
         Some(Err(_)) => {
             listener.gateway.count_refusal(Limit::ConnectTimeout);
-            return Err(session::SessionError::ConnectTimeout);
+            return Err(SessionError::ConnectTimeout);
         }
     };
-    Box::pin(session::serve(upgraded, peer, certificate, deadline, listener)).await
+    let opened = session::open(upgraded, peer, certificate, deadline, listener).await?;
+    Ok(Box::pin(opened.run()))
 }
 
 /// `step` (a handshake before the session), or `None` at shutdown. Sessions see shutdown

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use flume::r#async::RecvStream;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use rmqtt_codec::error::{DecodeError, EncodeError};
 use rmqtt_codec::types::QoS;
@@ -17,14 +18,15 @@ use rmqtt_codec::version::{ProtocolVersion, VersionCodec};
 use rmqtt_codec::{MqttCodec, MqttPacket};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, sleep_until, timeout_at};
-use tokio_util::codec::{Framed, FramedParts};
+use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use super::Listener;
 use super::wire::{Incoming, Refusal, Wire};
 use crate::auth::{AuthError, CertificateIdentity, Presented};
-use crate::gateway::{Gateway, Limit, Outbound, SessionId};
+use crate::gateway::{End, Gateway, Limit, Outbound, SessionId, Slot};
 use crate::metrics::{AuthFailure, Connected};
+use crate::tls::HandshakeError;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SessionError {
@@ -48,40 +50,47 @@ pub(crate) enum SessionError {
     KeepaliveExpired,
     #[error("protocol violation: {0}")]
     Protocol(String),
+    #[error(transparent)]
+    Tls(#[from] HandshakeError),
+    #[error("WebSocket upgrade refused or failed: {0}")]
+    WebSocket(String),
     #[error("malformed packet: {0}")]
     Decode(#[from] DecodeError),
     #[error("could not write: {0}")]
     Encode(#[from] EncodeError),
 }
 
-/// Initial read and write buffer of a connection, bytes: a CONNECT, a few small requests.
-const IO_BUFFER: usize = 512;
+/// Initial read buffer of a connection, bytes: most CONNECTs fit.
+const READ_BUFFER: usize = 128;
 
 /// How long a server DISCONNECT may take to write before the connection is just dropped.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Serves one connection. `deadline` bounds everything up to a decoded CONNECT (the TLS
-/// handshake included); `certificate` is the verified client certificate, if any.
-pub(crate) async fn serve<S>(
+/// Opens a session on `stream`: reads CONNECT, authenticates the client and answers CONNACK.
+/// `deadline` bounds everything up to a decoded CONNECT (the TLS handshake included);
+/// `certificate` is the verified client certificate, if any. Awaited boxed by its caller: what
+/// it needs (the CONNECT, authentication) is gone once the session runs.
+pub(crate) async fn open<S>(
     stream: S,
     peer: SocketAddr,
     certificate: Option<CertificateIdentity>,
     deadline: Instant,
     listener: &Listener,
-) -> Result<(), SessionError>
+) -> Result<Opened<S>, SessionError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let gateway = &listener.gateway;
     let shutdown = &listener.shutdown;
-    let limits = gateway.config().limits.clone();
+    let limits = &gateway.config().limits;
     let max_packet = u32::try_from(limits.max_packet_bytes).unwrap_or(u32::MAX);
-    // Small buffers to start with (tokio-util's default is 8 KiB each): an idle session keeps
-    // them for its whole life, and a busy one grows them as its traffic needs.
-    let mut parts = FramedParts::new::<MqttPacket>(stream, MqttCodec::Version(VersionCodec));
-    parts.read_buf = BytesMut::with_capacity(IO_BUFFER);
-    parts.write_buf = BytesMut::with_capacity(IO_BUFFER);
-    let mut conn = Framed::from_parts(parts);
+    // Buffers as small as can be: an idle session keeps them for its whole life, and a busy one
+    // grows them as its traffic needs (the write buffer from nothing, as packets are encoded).
+    // tokio-util gives every Framed 8 KiB each (even one built from parts with smaller ones), so
+    // they are swapped after construction.
+    let mut conn = Framed::new(stream, MqttCodec::Version(VersionCodec));
+    *conn.read_buffer_mut() = BytesMut::with_capacity(READ_BUFFER);
+    *conn.write_buffer_mut() = BytesMut::new();
 
     // The version probe peeks at CONNECT without consuming it; the versioned codec then reads it.
     let version = match until(deadline, listener, conn.next()).await? {
@@ -105,14 +114,14 @@ where
         ));
     }
     // Before authentication, so a full replica does not ask the credential provider either.
-    // Held until this function returns, whichever way the session ends.
-    let Some(_connection_slot) = gateway.admit_connection() else {
+    // Held as long as the session, whichever way it ends.
+    let Some(slot) = gateway.admit_connection() else {
         tracing::debug!(%peer, listener = listener.name, "CONNECT refused: maxConnections reached");
         conn.send(wire.refuse(Refusal::TooManyConnections)).await?;
         return Err(SessionError::TooManyConnections);
     };
 
-    // Out of the CONNECT, so it is gone once authentication is done, not when the session ends.
+    // Out of the CONNECT, so it is gone once authentication is done.
     let password = connect.password.take();
     let presented = Presented {
         username: connect.username.as_deref(),
@@ -122,9 +131,7 @@ where
     // Bounded by the provider timeout inside; shutdown must not wait for it.
     let verdict = tokio::select! {
         _ = shutdown.cancelled() => return Err(SessionError::Shutdown),
-        // Boxed, as the other rare or deep steps below: a future is as large as its largest
-        // await, and an idle session would otherwise keep that much memory for its whole life.
-        v = Box::pin(gateway.authenticator().authenticate(listener.auth, peer.ip(), presented)) => v,
+        v = gateway.authenticator().authenticate(listener.auth, peer.ip(), presented) => v,
     };
     drop(password);
     let client = match verdict {
@@ -156,7 +163,7 @@ where
         conn.send(wire.refuse(Refusal::NotAuthorized)).await?;
         return Err(SessionError::Revoked);
     };
-    // Counted until the session is closed below (or this task ends some other way).
+    // Counted until the session is closed (or its task ends some other way).
     let connected = Connected::new(&listener.connections);
 
     // The client id is only informative: endpoint state is keyed by session, never by client id
@@ -165,35 +172,51 @@ where
         .client_id
         .is_empty()
         .then(|| format!("kaa-{}", uuid::Uuid::new_v4().simple()).into());
-    let id = handle.id;
     let keepalive_secs = keepalive_secs(connect.keep_alive, limits.max_keepalive_secs);
     // MQTT 5 clients must use the server's keepalive when told one [MQTT-3.2.2-21]; 3.1.1
     // clients cannot be told, so a shorter one is just enforced.
     let server_keepalive = (keepalive_secs != connect.keep_alive).then_some(keepalive_secs);
-    let keepalive = Duration::from_millis(u64::from(keepalive_secs) * 1500);
     let mut session = Session {
-        id,
+        id: handle.id,
         wire,
         gateway: gateway.clone(),
         conn,
-        outbound: handle.outbound,
+        outbound: handle.outbound.into_stream(),
         next_packet_id: 0,
         awaiting_release: HashSet::new(),
-        ends: Ends {
-            revoked: handle.revoked,
-            taken_over: handle.taken_over,
-            drain: listener.shutdown.clone(),
-            stop_now: listener.stop_now.clone(),
-        },
+        keepalive: Duration::from_millis(u64::from(keepalive_secs) * 1500),
+        _open: (slot, connected),
+    };
+    let ends = Ends {
+        ended: handle.ended,
+        drain: listener.shutdown.clone(),
+        stop_now: listener.stop_now.clone(),
     };
     let connack = wire.connack(assigned, max_packet, server_keepalive);
-    let result = match session.conn.send(connack).await {
-        Ok(()) => session.run(keepalive).await,
-        Err(e) => Err(e.into()),
-    };
-    Box::pin(gateway.close_session(id)).await;
-    drop(connected);
-    result
+    if let Err(e) = session.conn.send(connack).await {
+        gateway.close_session(session.id).await;
+        return Err(e.into());
+    }
+    Ok(Opened { session, ends })
+}
+
+/// A session whose CONNECT was accepted: all it keeps while it runs.
+pub(crate) struct Opened<S> {
+    session: Session<S>,
+    ends: Ends,
+}
+
+impl<S> Opened<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    /// Serves the client until it or the server ends the session.
+    pub(crate) async fn run(self) -> Result<(), SessionError> {
+        let Opened { mut session, ends } = self;
+        let result = session.run(ends).await;
+        Box::pin(session.gateway.close_session(session.id)).await;
+        result
+    }
 }
 
 /// Awaits `f` unless the connect deadline passes (counted) or the replica shuts down first.
@@ -226,22 +249,24 @@ struct Session<S> {
     wire: Wire,
     gateway: Arc<Gateway>,
     conn: Framed<S, MqttCodec>,
-    outbound: tokio::sync::mpsc::Receiver<Outbound>,
+    outbound: RecvStream<'static, Outbound>,
     next_packet_id: u16,
     /// QoS 2 publishes received but not yet released: a resend must not be forwarded twice.
     awaiting_release: HashSet<NonZeroU16>,
-    ends: Ends,
+    /// How long the client may stay silent.
+    keepalive: Duration,
+    /// Released when the session ends: its place under `maxConnections` and in the gauge.
+    _open: (Slot, Connected),
 }
 
-/// What ends a session from the server's side.
+/// What ends a session from the server's side. Few on purpose: an idle session waits on each.
 struct Ends {
-    /// Its credential or only endpoint token was revoked.
-    revoked: CancellationToken,
-    /// Its endpoints reconnected through another replica.
-    taken_over: CancellationToken,
+    /// Its credential or only endpoint token was revoked, or it was taken over (the gateway
+    /// tells which).
+    ended: CancellationToken,
     /// The replica drains: end once nothing is in flight.
     drain: CancellationToken,
-    /// The drain is over: end now.
+    /// The drain is over: end now (looked at while draining).
     stop_now: CancellationToken,
 }
 
@@ -256,69 +281,81 @@ impl<S> Session<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    async fn run(&mut self, keepalive: Duration) -> Result<(), SessionError> {
-        let mut deadline = Instant::now() + keepalive;
-        let ends = &self.ends;
-        let (revoked, taken_over) = (ends.revoked.clone(), ends.taken_over.clone());
-        let (drain, stop_now) = (ends.drain.clone(), ends.stop_now.clone());
+    /// The session's loop. Its state is what an idle session costs, so the work of each wake-up
+    /// is awaited boxed: it needs memory only while it runs.
+    async fn run(&mut self, ends: Ends) -> Result<(), SessionError> {
+        let mut deadline = Instant::now() + self.keepalive;
         let mut draining = false;
-        let mut drain_poll = tokio::time::interval(DRAIN_POLL);
         loop {
+            // One timer: the keepalive, and while draining also the next look at the drain.
+            let wake = match draining {
+                true => deadline.min(Instant::now() + DRAIN_POLL),
+                false => deadline,
+            };
             tokio::select! {
                 packet = self.conn.next() => {
-                    deadline = Instant::now() + keepalive;
-                    if !self.on_read(packet).await? {
-                        return Ok(());
-                    }
-                    // The packets already received and the answers already queued go out with
-                    // one flush: acknowledgements are fed, not written one syscall each.
-                    for _ in 0..READ_BATCH {
-                        let Some(packet) = self.conn.next().now_or_never() else {
-                            break;
-                        };
-                        if !self.on_read(packet).await? {
-                            return Ok(());
-                        }
-                    }
-                    self.flush_outbound().await?;
-                }
-                Some(out) = self.outbound.recv() => {
-                    self.write(out).await?;
-                    // Batch whatever else is ready into one flush.
-                    self.flush_outbound().await?;
-                }
-                _ = sleep_until(deadline) => {
-                    self.gateway.count_refusal(Limit::Keepalive);
-                    self.goodbye(DisconnectReasonCode::KeepAliveTimeout).await;
-                    return Err(SessionError::KeepaliveExpired);
-                }
-                _ = revoked.cancelled() => {
-                    self.goodbye(DisconnectReasonCode::NotAuthorized).await;
-                    return Err(SessionError::Revoked);
-                }
-                _ = taken_over.cancelled() => {
-                    self.goodbye(DisconnectReasonCode::SessionTakenOver).await;
-                    return Err(SessionError::TakenOver);
-                }
-                _ = drain.cancelled(), if !draining => draining = true,
-                _ = drain_poll.tick(), if draining => {
-                    if !self.gateway.has_pending(self.id) {
-                        self.flush_outbound().await?;
-                        self.goodbye(DisconnectReasonCode::ServerShuttingDown).await;
+                    deadline = Instant::now() + self.keepalive;
+                    if !Box::pin(self.on_readable(packet)).await? {
                         return Ok(());
                     }
                 }
-                _ = stop_now.cancelled() => {
-                    self.goodbye(DisconnectReasonCode::ServerShuttingDown).await;
-                    return Ok(());
+                Some(out) = self.outbound.next() => Box::pin(self.deliver(out)).await?,
+                _ = ends.ended.cancelled() => {
+                    let (reason, error) = match self.gateway.why_ended(self.id) {
+                        Some(End::TakenOver) => (DisconnectReasonCode::SessionTakenOver, SessionError::TakenOver),
+                        _ => (DisconnectReasonCode::NotAuthorized, SessionError::Revoked),
+                    };
+                    Box::pin(self.goodbye(reason)).await;
+                    return Err(error);
+                }
+                _ = ends.drain.cancelled(), if !draining => draining = true,
+                _ = sleep_until(wake) => {
+                    if draining && (ends.stop_now.is_cancelled() || !self.gateway.has_pending(self.id)) {
+                        Box::pin(self.flush_outbound()).await?;
+                        Box::pin(self.goodbye(DisconnectReasonCode::ServerShuttingDown)).await;
+                        return Ok(());
+                    }
+                    if Instant::now() >= deadline {
+                        self.gateway.count_refusal(Limit::Keepalive);
+                        Box::pin(self.goodbye(DisconnectReasonCode::KeepAliveTimeout)).await;
+                        return Err(SessionError::KeepaliveExpired);
+                    }
                 }
             }
         }
     }
 
+    /// Handles `first` and the packets already received after it (up to a batch), then flushes
+    /// the acknowledgements and answers once: fed, not written one syscall each. `false` means
+    /// the client said goodbye.
+    async fn on_readable(
+        &mut self,
+        first: Option<Result<(MqttPacket, u32), DecodeError>>,
+    ) -> Result<bool, SessionError> {
+        if !self.on_read(first).await? {
+            return Ok(false);
+        }
+        for _ in 0..READ_BATCH {
+            let Some(packet) = self.conn.next().now_or_never() else {
+                break;
+            };
+            if !self.on_read(packet).await? {
+                return Ok(false);
+            }
+        }
+        self.flush_outbound().await?;
+        Ok(true)
+    }
+
+    /// Writes `out` and whatever else is queued, with one flush.
+    async fn deliver(&mut self, out: Outbound) -> Result<(), SessionError> {
+        self.write(out).await?;
+        self.flush_outbound().await
+    }
+
     /// Writes every answer already queued (a draining session's last ones).
     async fn flush_outbound(&mut self) -> Result<(), SessionError> {
-        while let Ok(out) = self.outbound.try_recv() {
+        while let Some(Some(out)) = self.outbound.next().now_or_never() {
             self.write(out).await?;
         }
         self.conn.flush().await?;
