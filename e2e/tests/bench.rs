@@ -6,8 +6,9 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const SCENARIOS: [&str; 6] = [
+const SCENARIOS: [&str; 7] = [
     "reqresp-qos1",
+    "reqresp80-qos1",
     "reqresp-qos0",
     "ingest-qos1",
     "ingest-qos0",
@@ -52,6 +53,17 @@ fn quick_comparison_runs_every_scenario_against_kaa_up_and_the_peer() {
             .filter_map(|r| r["result"]["Ok"]["completed"].as_u64())
             .sum::<u64>();
         assert!(answered > 0, "{target}: no request answered");
+        // The sustained run is paced at 80% of what the same target reached unpaced.
+        let result = |scenario: &str| {
+            let run = runs
+                .iter()
+                .find(|r| r["target"] == target && r["scenario"] == scenario);
+            run.map(|r| r["result"]["Ok"].clone()).unwrap()
+        };
+        let (peak, paced) = (result("reqresp-qos1"), result("reqresp80-qos1"));
+        let expected = 0.8 * peak["rps"].as_f64().unwrap();
+        let rate = paced["rate"].as_f64().unwrap();
+        assert!(rate > 0.0 && (rate - expected).abs() <= 0.5, "{target}: {paced}");
     }
 
     // The summary: one row per scenario and figure, with the up/peer ratio; the same rows as the

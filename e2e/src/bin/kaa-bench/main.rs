@@ -32,8 +32,11 @@ mod report;
 use report::Run;
 
 /// In this order: the overload of `ingest-qos0` last (its backlog takes a while to clear).
-const SCENARIOS: [&str; 6] = [
+/// `reqresp80-qos1` is `reqresp-qos1` paced at 80% of the rate the target reached in it, in the
+/// same round, for `--sustained` seconds: whether it holds that without errors or timeouts.
+const SCENARIOS: [&str; 7] = [
     "reqresp-qos1",
+    "reqresp80-qos1",
     "reqresp-qos0",
     "storm",
     "conns",
@@ -59,6 +62,9 @@ struct Args {
     /// Measured seconds of reqresp and ingest.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
+    /// Measured seconds of reqresp80 (at 80% of the peak).
+    #[arg(long, default_value_t = 60.0)]
+    sustained: f64,
     /// Warmup seconds of reqresp.
     #[arg(long, default_value_t = 2.0)]
     warmup: f64,
@@ -89,6 +95,7 @@ impl Args {
         if self.quick {
             self.rounds = 1;
             self.duration = 1.0;
+            self.sustained = 1.0;
             self.warmup = 0.5;
             self.connections = 4;
             self.window = 4;
@@ -150,9 +157,24 @@ async fn main() -> anyhow::Result<()> {
             let dir = work.path().join(format!("{target}-{round}"));
             std::fs::create_dir_all(&dir)?;
             let (running, endpoint) = start(target, &blueprint, &dir, &bin_dir).await?;
+            // This target's reqresp-qos1 rate in this round, which reqresp80 paces at 80% of.
+            let mut peak = None;
             for scenario in &args.scenarios {
                 wait_idle(&endpoint.pids).await;
-                let result = run_load(&args, &bin_dir, &endpoint, scenario).await;
+                let rate = match scenario.as_str() {
+                    "reqresp80-qos1" => match peak {
+                        Some(rps) => Some(0.8 * rps),
+                        None => {
+                            eprintln!("   {scenario}: skipped (needs reqresp-qos1 in the same round)");
+                            continue;
+                        }
+                    },
+                    _ => None,
+                };
+                let result = run_load(&args, &bin_dir, &endpoint, scenario, rate).await;
+                if scenario == "reqresp-qos1" {
+                    peak = result.as_ref().ok().and_then(|v| v["rps"].as_f64());
+                }
                 match &result {
                     Ok(value) => eprintln!("   {scenario}: {value}"),
                     Err(why) => eprintln!("   {scenario}: FAILED: {why}"),
@@ -172,14 +194,15 @@ async fn main() -> anyhow::Result<()> {
     let table = report::markdown(&rows, &args.targets);
     let machine = machine();
     let header = format!(
-        "{} round(s); reqresp/ingest {} connections, {} s measured (reqresp: window {}, {} s warmup); \
-         conns {}; storm {} cycles, {} at once. Machine: {machine}. Cells: median (min–max) over \
+        "{} round(s); reqresp/ingest {} connections, {} s measured (reqresp: window {}, {} s warmup; \
+         reqresp80: {} s at 80% of reqresp-qos1's rate); conns {}; storm {} cycles, {} at once. Machine: {machine}. Cells: median (min–max) over \
          rounds; ratios per round, kaa-rs / peer; ⚠n: errors, timeouts, failures or lost messages summed.\n",
         args.rounds,
         args.connections,
         args.duration,
         args.window,
         args.warmup,
+        args.sustained,
         args.idle,
         args.storm_cycles,
         args.storm_window
@@ -191,7 +214,7 @@ async fn main() -> anyhow::Result<()> {
         "rounds": args.rounds,
         "settings": {
             "connections": args.connections, "window": args.window, "duration_s": args.duration,
-            "warmup_s": args.warmup, "idle": args.idle, "storm_cycles": args.storm_cycles,
+            "warmup_s": args.warmup, "sustained_s": args.sustained, "idle": args.idle, "storm_cycles": args.storm_cycles,
             "storm_window": args.storm_window, "blueprint": args.blueprint,
         },
         "summary": rows,
@@ -283,15 +306,22 @@ async fn start_platform(target: &str, blueprint: &str, log: &'static str) -> any
     bail!("could not start {target}: {last}")
 }
 
-/// Runs one scenario with kaa-load; its last stdout line, parsed.
-async fn run_load(args: &Args, bin_dir: &Path, endpoint: &Endpoint, scenario: &str) -> Result<Value, String> {
+/// Runs one scenario with kaa-load, paced at `rate` requests/s if given; its last stdout line,
+/// parsed.
+async fn run_load(
+    args: &Args,
+    bin_dir: &Path,
+    endpoint: &Endpoint,
+    scenario: &str,
+    rate: Option<f64>,
+) -> Result<Value, String> {
     let (name, qos) = match scenario.split_once("-qos") {
         Some((name, qos)) => (name, qos),
         None => (scenario, "1"),
     };
     let mut command = tokio::process::Command::new(bin_dir.join("kaa-load"));
     command
-        .arg(name)
+        .arg(name.trim_end_matches("80"))
         .args(["--mqtt", &endpoint.mqtt, "--http", &endpoint.http, "--qos", qos])
         .args(["--token-prefix", &format!("{scenario}-")])
         .arg(format!("--server-pid={}", endpoint.server_pid))
@@ -302,8 +332,12 @@ async fn run_load(args: &Args, bin_dir: &Path, endpoint: &Endpoint, scenario: &s
     let (connections, window, duration) = match name {
         "conns" => (args.idle, args.window, 60.0_f64.max(args.duration)),
         "storm" => (args.storm_cycles, args.storm_window, 60.0_f64.max(args.duration)),
+        "reqresp80" => (args.connections, args.window, args.sustained),
         _ => (args.connections, args.window, args.duration),
     };
+    if let Some(rate) = rate {
+        command.arg(format!("--rate={rate:.0}"));
+    }
     command
         .arg(format!("--connections={connections}"))
         .arg(format!("--window={window}"))

@@ -15,7 +15,7 @@ pub(crate) struct Run {
 /// The figure compared for each scenario: (JSON key, unit, higher is better).
 pub(crate) fn metrics(scenario: &str) -> &'static [(&'static str, &'static str, bool)] {
     match scenario.split('-').next().unwrap_or_default() {
-        "reqresp" => &[("rps", "req/s", true), ("p99_ms", "p99 ms", false)],
+        "reqresp" | "reqresp80" => &[("rps", "req/s", true), ("p99_ms", "p99 ms", false)],
         "ingest" => &[("stored_per_s", "stored msg/s", true)],
         "conns" => &[
             ("rss_per_conn_kib", "KiB RSS/conn", false),
