@@ -74,8 +74,8 @@ struct Args {
     /// Requests in flight per connection in reqresp.
     #[arg(long, default_value_t = 16)]
     window: u16,
-    /// Idle connections of conns (the open-file limit, ~20,000 per process, caps it).
-    #[arg(long, default_value_t = 15_000)]
+    /// Idle connections of conns (the open-file limit, 20,000 per process here, caps it).
+    #[arg(long, default_value_t = 19_000)]
     idle: usize,
     /// Connect cycles of storm, and how many at once.
     #[arg(long, default_value_t = 2_000)]
@@ -335,6 +335,11 @@ async fn run_load(
         "reqresp80" => (args.connections, args.window, args.sustained),
         _ => (args.connections, args.window, args.duration),
     };
+    if name == "conns" {
+        // Each source address has its own ephemeral ports: the previous round's connections
+        // still hold theirs (TIME_WAIT) for a minute.
+        command.arg("--source-addrs=4");
+    }
     if let Some(rate) = rate {
         command.arg(format!("--rate={rate:.0}"));
     }
