@@ -114,7 +114,8 @@ fn push_endpoints(qb: &mut SqlBuilder, endpoint_ids: Option<&[String]>) {
 }
 
 impl Store {
-    /// Stores a batch of points in one transaction: all or none.
+    /// Stores a batch of points in one transaction: all or none. On an SQLite file the point
+    /// writer's thread does it ([`sqlite_writer`]); otherwise the pool.
     pub async fn insert_points(&self, points: &[NewPoint]) -> Result<(), EptsError> {
         if points.is_empty() {
             return Ok(());
@@ -124,7 +125,7 @@ impl Store {
         }
         let mut tx = self.pool.begin().await?;
         // One statement per chunk of rows, not per row: each statement is a round trip to the
-        // database (SQLite: to its worker thread and back).
+        // database (in-memory SQLite: to sqlx's worker thread and back).
         for chunk in points.chunks(INSERT_ROWS) {
             let mut qb = SqlBuilder::new(
                 "INSERT INTO epts_points (app_name, series, endpoint_id, ts, seq, ingested_at, point_values) VALUES ",

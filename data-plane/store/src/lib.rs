@@ -6,7 +6,8 @@
 //!   writes these tables; everyone else goes through EPR's bus protocols or REST.
 //! - [`cm`]: the credential service's repository (endpoint tokens, client credentials), secrets
 //!   stored only as hashes. Only the CM service uses it.
-//! - [`epts`]: the time series service's data points. Only the EPTS service uses it.
+//! - [`epts`]: the time series service's data points. Only the EPTS service uses it. On an SQLite
+//!   file its inserts bypass the pool: one thread with its own connection (`rusqlite`) writes them.
 //! - [`cmx`], [`cex`], [`bcx`]: the device-control extensions' repositories (configuration
 //!   documents and statuses; commands and results; upload tokens and blobs), one per service.
 //!
