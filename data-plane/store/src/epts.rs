@@ -115,7 +115,7 @@ fn push_endpoints(qb: &mut SqlBuilder, endpoint_ids: Option<&[String]>) {
 
 impl Store {
     /// Stores a batch of points in one transaction: all or none. On an SQLite file the point
-    /// writer's thread does it ([`sqlite_writer`]); otherwise the pool.
+    /// writer's thread does it (`epts/sqlite_writer.rs`); otherwise the pool.
     pub async fn insert_points(&self, points: &[NewPoint]) -> Result<(), EptsError> {
         if points.is_empty() {
             return Ok(());
