@@ -26,8 +26,9 @@ pub enum Handle {
     Kpc(Live<KpcConfig>),
     Epr(Live<EprConfig>),
     Epmx(Live<EpmxConfig>),
-    /// CM rebuilds its password hasher when `passwordHash` changes.
-    Cm(cm::CmState),
+    /// CM rebuilds its password hasher when `passwordHash` changes. Boxed: its state is many
+    /// times the size of the other handles.
+    Cm(Box<cm::CmState>),
     Epl(Live<EplConfig>),
     Dcx(Live<DcxConfig>),
     Epts(Live<EptsConfig>),

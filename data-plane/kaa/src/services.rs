@@ -107,7 +107,7 @@ impl Platform {
                         .with_replica(&format!("{instance}-{}", ctx.replica));
                     platform.router = platform.router.merge(cm::router(state.clone()));
                     platform.spawn_serving("CM", cm::serve(state.clone(), ctx.shutdown.clone()));
-                    Handle::Cm(state)
+                    Handle::Cm(Box::new(state))
                 }
                 ServiceConfig::Epmx(config) => {
                     let live = Live::new(config);

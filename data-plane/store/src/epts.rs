@@ -12,6 +12,9 @@ use sqlx::{Row, any::AnyRow};
 
 use crate::{SqlBuilder, Store, clamp_i64};
 
+mod sqlite_writer;
+pub(crate) use sqlite_writer::SqliteWriter;
+
 /// Rows per INSERT statement (7 parameters each). Kept small: binding looks each parameter up by
 /// name, a linear scan in SQLite, so the cost of a statement grows with the square of its size.
 const INSERT_ROWS: usize = 16;
@@ -23,6 +26,12 @@ pub enum EptsError {
     Corrupt { series: String, reason: String },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the time series point writer stopped")]
+    WriterStopped,
+    #[error("cannot start the time series point writer: {0}")]
+    WriterStart(String),
 }
 
 /// A point to store.
@@ -107,14 +116,18 @@ fn push_endpoints(qb: &mut SqlBuilder, endpoint_ids: Option<&[String]>) {
 }
 
 impl Store {
-    /// Stores a batch of points in one transaction: all or none.
+    /// Stores a batch of points in one transaction: all or none. On an SQLite file the point
+    /// writer's thread does it (`epts/sqlite_writer.rs`); otherwise the pool.
     pub async fn insert_points(&self, points: &[NewPoint]) -> Result<(), EptsError> {
         if points.is_empty() {
             return Ok(());
         }
+        if let Some(writer) = &self.points {
+            return writer.insert(points).await;
+        }
         let mut tx = self.pool.begin().await?;
         // One statement per chunk of rows, not per row: each statement is a round trip to the
-        // database (SQLite: to its worker thread and back).
+        // database (in-memory SQLite: to sqlx's worker thread and back).
         for chunk in points.chunks(INSERT_ROWS) {
             let mut qb = SqlBuilder::new(
                 "INSERT INTO epts_points (app_name, series, endpoint_id, ts, seq, ingested_at, point_values) VALUES ",
@@ -248,7 +261,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::testing::on_both;
+    use crate::testing::{TestStore, on_both};
 
     fn point(series: &str, endpoint: &str, ts: i64, seq: i64, value: Value) -> NewPoint {
         NewPoint {
@@ -382,5 +395,65 @@ mod tests {
             assert_eq!(store.delete_points_before("other", i64::MAX, 3).await.unwrap(), 0);
         })
         .await;
+    }
+
+    #[tokio::test]
+    async fn the_sqlite_writer_stores_all_or_none_and_goes_on_after_a_failure() {
+        let db = TestStore::sqlite().await;
+        let store = &db.store;
+        // The writer's own connection inserts; the pool's connections must see the commits.
+        sqlx::query(
+            "CREATE TRIGGER refuse_bad BEFORE INSERT ON epts_points WHEN NEW.series = 'bad' \
+             BEGIN SELECT RAISE(ABORT, 'bad point'); END",
+        )
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        let refused = store
+            .insert_points(&[point("t", "a", 1, 0, json!(1)), point("bad", "a", 2, 0, json!(2))])
+            .await
+            .unwrap_err();
+        assert!(refused.to_string().contains("bad point"), "{refused}");
+        assert!(
+            store
+                .points(&query("t", Order::Ascending, 10))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        store
+            .insert_points(&[point("t", "a", 3, 0, json!(3)), point("t", "b", 4, 0, json!(4))])
+            .await
+            .unwrap();
+        let stored = store.points(&query("t", Order::Ascending, 10)).await.unwrap();
+        assert_eq!(values(&stored), [(3, json!(3)), (4, json!(4))]);
+        assert_eq!(stored[1].endpoint_id, "b");
+
+        store.close().await;
+        let closed = store.insert_points(&[point("t", "a", 5, 0, json!(5))]).await;
+        assert!(matches!(closed, Err(EptsError::WriterStopped)), "{closed:?}");
+    }
+
+    #[tokio::test]
+    async fn concurrent_inserts_through_the_sqlite_writer_are_all_stored() {
+        let db = TestStore::sqlite().await;
+        let inserts = (0..20).map(|i| {
+            let store = db.store.clone();
+            tokio::spawn(async move {
+                let points: Vec<NewPoint> =
+                    (0..5).map(|j| point("t", "a", i * 10 + j, 0, json!(j))).collect();
+                store.insert_points(&points).await
+            })
+        });
+        for insert in futures_util::future::join_all(inserts).await {
+            insert.unwrap().unwrap();
+        }
+        let stored = db
+            .store
+            .points(&query("t", Order::Ascending, 1_000))
+            .await
+            .unwrap();
+        let times: Vec<i64> = stored.iter().map(|p| p.ts).collect();
+        assert_eq!(times, (0..200).filter(|t| t % 10 < 5).collect::<Vec<_>>());
     }
 }

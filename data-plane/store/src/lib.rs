@@ -6,7 +6,8 @@
 //!   writes these tables; everyone else goes through EPR's bus protocols or REST.
 //! - [`cm`]: the credential service's repository (endpoint tokens, client credentials), secrets
 //!   stored only as hashes. Only the CM service uses it.
-//! - [`epts`]: the time series service's data points. Only the EPTS service uses it.
+//! - [`epts`]: the time series service's data points. Only the EPTS service uses it. On an SQLite
+//!   file its inserts bypass the pool: one thread with its own connection (`rusqlite`) writes them.
 //! - [`cmx`], [`cex`], [`bcx`]: the device-control extensions' repositories (configuration
 //!   documents and statuses; commands and results; upload tokens and blobs), one per service.
 //!
@@ -28,7 +29,7 @@
 //! INTEGER, which PostgreSQL decodes as `i32`), and JSON stored as TEXT. Tests run each case on
 //! both engines with `testing::on_both(|store| async move { ... })`.
 
-use std::{borrow::Cow, fmt, path::Path, time::Duration};
+use std::{borrow::Cow, fmt, path::Path, sync::Arc, time::Duration};
 
 use sqlx::{
     AssertSqlSafe, ConnectOptions, Encode, SqlSafeStr, Transaction, Type,
@@ -129,6 +130,8 @@ impl Backend {
 pub struct Store {
     pool: Pool<Any>,
     backend: Backend,
+    /// On an SQLite file, the thread that inserts time series points ([`epts`]).
+    points: Option<Arc<epts::SqliteWriter>>,
 }
 
 impl Store {
@@ -147,7 +150,7 @@ impl Store {
         // An absolute path, so that the URL cannot read a relative file name as a host name.
         let path = std::path::absolute(path.as_ref()).map_err(|e| OpenError::Connect(e.into()))?;
         let url = SqliteConnectOptions::new()
-            .filename(path)
+            .filename(&path)
             .create_if_missing(true)
             .to_url_lossy();
         let pool = pool_options()
@@ -163,7 +166,9 @@ impl Store {
             .connect_with(AnyConnectOptions::from_url(&url).map_err(OpenError::Connect)?)
             .await
             .map_err(OpenError::Connect)?;
-        Self::migrated(pool, Backend::Sqlite).await
+        let mut store = Self::migrated(pool, Backend::Sqlite).await?;
+        store.points = Some(Arc::new(epts::SqliteWriter::new(&path)));
+        Ok(store)
     }
 
     /// A private in-memory SQLite database (for tests and throw-away runs).
@@ -195,7 +200,11 @@ impl Store {
         // On PostgreSQL, sqlx serialises migrators with an advisory lock, so services sharing one
         // database may start together.
         migrator().run(&pool).await?;
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            points: None,
+        })
     }
 
     /// The engine this store runs on.
@@ -226,8 +235,12 @@ impl Store {
         }
     }
 
-    /// Closes the pool, waiting for checked-out connections to return.
+    /// Closes the pool, waiting for checked-out connections to return, and the point writer,
+    /// letting it finish the inserts it was given.
     pub async fn close(&self) {
+        if let Some(points) = &self.points {
+            points.close().await;
+        }
         self.pool.close().await;
     }
 }

@@ -103,7 +103,10 @@ async fn start_dcx(bus: &Bus, config: dcx::Config, stop: &CancellationToken) {
 #[tokio::test]
 async fn a_batch_is_stored_before_dcx_answers() {
     let bus = Bus::in_process();
-    let store = kaa_store::Store::open_in_memory().await.unwrap();
+    // A database file, as `kaa up` has: its points go through the store's own writer thread,
+    // and the REST API reads them through the pool.
+    let dir = tempfile::tempdir().unwrap();
+    let store = kaa_store::Store::open(dir.path().join("kaa.db")).await.unwrap();
     let state = EptsState::new(store, epts_config()).unwrap();
     let stop = CancellationToken::new();
     let (b, s, st) = (bus.clone(), stop.clone(), state.clone());
