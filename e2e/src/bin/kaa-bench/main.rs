@@ -319,9 +319,11 @@ async fn run_load(
         Some((name, qos)) => (name, qos),
         None => (scenario, "1"),
     };
+    // reqresp80 is kaa-load's reqresp, paced.
+    let load = if name == "reqresp80" { "reqresp" } else { name };
     let mut command = tokio::process::Command::new(bin_dir.join("kaa-load"));
     command
-        .arg(name.trim_end_matches("80"))
+        .arg(load)
         .args(["--mqtt", &endpoint.mqtt, "--http", &endpoint.http, "--qos", qos])
         .args(["--token-prefix", &format!("{scenario}-")])
         .arg(format!("--server-pid={}", endpoint.server_pid))
