@@ -19,6 +19,12 @@ mod web;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc's malloc: messages are allocated on one runtime thread and freed on
+/// another, and glibc's free of another thread's chunk takes that arena's lock. Under
+/// `kaa-load reqresp` those lock waits were the largest cause of the runtime threads sleeping.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "kaa",

@@ -12,7 +12,7 @@
 use std::{future::Future, pin::Pin, sync::Arc};
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use kaa_bus::{Bus, BusError, Message, Subscription};
 use kaa_protocol::avro::AvroRecord;
 use tokio::{sync::Semaphore, task::JoinSet};
@@ -68,11 +68,9 @@ pub(crate) async fn run<S, H, Fut>(
                 }
             },
         };
-        let work = handle(msg);
-        tasks.spawn(async move {
-            work.await;
-            drop(permit);
-        });
+        // `map`, not `async move { work.await; ... }`: an async block would hold the handler's
+        // future twice (captured, then moved into its await), doubling what each spawn copies.
+        tasks.spawn(handle(msg).map(move |()| drop(permit)));
     }
     drop(sub);
     while let Some(done) = tasks.join_next().await {

@@ -13,8 +13,13 @@ fn default_timeout_ms() -> u64 {
     5_000
 }
 
+/// DCX and EPTS handlers mostly wait: DCX for its receivers' answers, EPTS for the commit its
+/// points share with others (group commit). Throughput is this bound over that wait, so it is
+/// generous: at 256, `kaa-load reqresp` (1,600 requests in flight) stalled at ~12,000 requests/s
+/// with the CPU partly idle; at 4,096 it reached ~17,000. The gateway's per-connection limit
+/// still bounds what devices can pile up.
 fn default_max_in_flight() -> usize {
-    256
+    4096
 }
 
 // ---------------------------------------------------------------------------------------------
