@@ -121,8 +121,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'a,
 {
     let Some(path) = &listener.websocket else {
-        let opened = session::open(stream, peer, certificate, deadline, listener).await?;
-        return Ok(Box::pin(opened.run()));
+        return start(stream, peer, certificate, deadline, listener).await;
     };
     let max_packet = listener.gateway.config().limits.max_packet_bytes;
     let upgrade = timeout_at(deadline, ws::accept(stream, path, max_packet));
@@ -135,7 +134,21 @@ where
             return Err(SessionError::ConnectTimeout);
         }
     };
-    let opened = session::open(upgraded, peer, certificate, deadline, listener).await?;
+    start(upgraded, peer, certificate, deadline, listener).await
+}
+
+/// CONNECT and client authentication over `stream`; the session to run, boxed.
+async fn start<'a, S>(
+    stream: S,
+    peer: SocketAddr,
+    certificate: Option<CertificateIdentity>,
+    deadline: Instant,
+    listener: &'a Listener,
+) -> Result<Running<'a>, SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'a,
+{
+    let opened = session::open(stream, peer, certificate, deadline, listener).await?;
     Ok(Box::pin(opened.run()))
 }
 

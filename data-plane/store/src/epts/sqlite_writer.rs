@@ -11,12 +11,10 @@
 //! pool uses: SQLite's write lock orders this thread's transactions with the other services'.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use rusqlite::{Connection, Statement, params};
-use tokio::sync::{OnceCell, mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::{EptsError, NewPoint};
 
@@ -59,8 +57,22 @@ struct Job {
 #[derive(Debug)]
 pub(crate) struct SqliteWriter {
     path: PathBuf,
-    thread: OnceCell<Thread>,
-    closed: AtomicBool,
+    /// One lock for starting and closing, so that no insert can start the thread after a close.
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+enum State {
+    NotStarted,
+    Running(Thread),
+    Closed,
+}
+
+/// The running thread: where inserts are sent, and its handle to wait for.
+#[derive(Debug)]
+struct Thread {
+    jobs: mpsc::Sender<Job>,
+    handle: JoinHandle<()>,
 }
 
 impl SqliteWriter {
@@ -68,38 +80,55 @@ impl SqliteWriter {
     pub(crate) fn new(path: &Path) -> SqliteWriter {
         SqliteWriter {
             path: path.to_owned(),
-            thread: OnceCell::new(),
-            closed: AtomicBool::new(false),
+            state: Mutex::new(State::NotStarted),
         }
     }
 
     /// Inserts `points` in one transaction: all or none.
     pub(crate) async fn insert(&self, points: &[NewPoint]) -> Result<(), EptsError> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(EptsError::WriterStopped);
-        }
-        let thread = self
-            .thread
-            .get_or_try_init(|| Thread::start(&self.path))
+        let rows = points
+            .iter()
+            .map(|p| Row {
+                app_name: p.app_name.clone(),
+                series: p.series.clone(),
+                endpoint_id: p.endpoint_id.clone(),
+                ts: p.ts,
+                seq: p.seq,
+                ingested_at: p.ingested_at,
+                // A map of JSON values always serializes.
+                values: serde_json::to_string(&p.values).unwrap_or_default(),
+            })
+            .collect();
+        let jobs = {
+            let mut state = self.state.lock().await;
+            match &*state {
+                State::Closed => return Err(EptsError::WriterStopped),
+                State::Running(thread) => thread.jobs.clone(),
+                State::NotStarted => {
+                    let thread = Thread::start(&self.path).await.map_err(EptsError::WriterStart)?;
+                    let jobs = thread.jobs.clone();
+                    *state = State::Running(thread);
+                    jobs
+                }
+            }
+        };
+        let (done, outcome) = oneshot::channel();
+        jobs.send(Job { rows, done })
             .await
-            .map_err(EptsError::WriterStart)?;
-        thread.insert(points).await
+            .map_err(|_| EptsError::WriterStopped)?;
+        outcome.await.map_err(|_| EptsError::WriterStopped)??;
+        Ok(())
     }
 
     /// Stops taking points, lets the thread finish what it was given and waits for it.
     pub(crate) async fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        if let Some(thread) = self.thread.get() {
-            thread.close().await;
+        let previous = std::mem::replace(&mut *self.state.lock().await, State::Closed);
+        if let State::Running(Thread { jobs, handle }) = previous {
+            // The thread ends once the senders of inserts already under way are gone too.
+            drop(jobs);
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
     }
-}
-
-/// The running thread: where inserts are sent, and its handle to wait for.
-#[derive(Debug)]
-struct Thread {
-    jobs: Mutex<Option<mpsc::Sender<Job>>>,
-    handle: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Thread {
@@ -108,7 +137,7 @@ impl Thread {
         let path = path.to_owned();
         let (ready, started) = oneshot::channel();
         let (jobs, rx) = mpsc::channel(QUEUE);
-        let thread = std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("epts-writer".into())
             .spawn(move || {
                 let conn = match open(&path) {
@@ -128,42 +157,7 @@ impl Thread {
         started
             .await
             .unwrap_or_else(|_| Err("the thread ended while starting".to_owned()))?;
-        Ok(Thread {
-            jobs: Mutex::new(Some(jobs)),
-            handle: Mutex::new(Some(thread)),
-        })
-    }
-
-    async fn insert(&self, points: &[NewPoint]) -> Result<(), EptsError> {
-        let rows = points
-            .iter()
-            .map(|p| Row {
-                app_name: p.app_name.clone(),
-                series: p.series.clone(),
-                endpoint_id: p.endpoint_id.clone(),
-                ts: p.ts,
-                seq: p.seq,
-                ingested_at: p.ingested_at,
-                // A map of JSON values always serializes.
-                values: serde_json::to_string(&p.values).unwrap_or_default(),
-            })
-            .collect();
-        let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let jobs = jobs.ok_or(EptsError::WriterStopped)?;
-        let (done, outcome) = oneshot::channel();
-        jobs.send(Job { rows, done })
-            .await
-            .map_err(|_| EptsError::WriterStopped)?;
-        outcome.await.map_err(|_| EptsError::WriterStopped)??;
-        Ok(())
-    }
-
-    async fn close(&self) {
-        drop(self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take());
-        let thread = self.handle.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(thread) = thread {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-        }
+        Ok(Thread { jobs, handle })
     }
 }
 
