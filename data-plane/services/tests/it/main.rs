@@ -1,11 +1,13 @@
 //! Integration tests of kaa-services, in one binary (one link instead of one per file).
 //!
-//! - `epr_rest`: the EPR REST API through `router(state)` + tower `oneshot` (no socket).
+//! - `epr_rest`: the EPR REST API through `router(state)` + tower `oneshot` (no socket);
+//!   `epr_metadata`: its metadata part.
 //! - `bus`: EPR, CM and EPMX serving over `Bus::in_process()`: the smart-meter tutorial flow, bad
 //!   input, EPR unavailable.
 //! - `cm`: the credential service: 16/ECAP token lifecycle and client authentication, revocation
-//!   events, its REST APIs, EPR registration through it, and no secrets in logs; on both storage
-//!   backends (SQL, Kubernetes Secrets).
+//!   events; on both storage backends (SQL, Kubernetes Secrets).
+//! - `cm_rest`: CM's REST APIs, EPR registration through it, and no secrets in logs; on both
+//!   backends where storage is involved.
 //! - `control`: CMX, CEX and BCX against a fake gateway replica: pushes on connect and on change,
 //!   command results back over REST, upload tokens without request id.
 //! - `cm_kubernetes`: what only the Secret backend has: the documented layout, Secrets changed or
@@ -22,7 +24,9 @@
 mod bus;
 mod cm;
 mod cm_kubernetes;
+mod cm_rest;
 mod control;
+mod epr_metadata;
 mod epr_rest;
 mod support;
 mod telemetry;
