@@ -176,28 +176,25 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// What an endpoint gets: its override, else its application version's default.
+    /// What an endpoint gets: its override, else its application version's default (one query:
+    /// the default's stored endpoint is the empty string, which sorts before any endpoint id).
     pub async fn effective_config(
         &self,
         config_name: &str,
         app_version: &str,
         endpoint_id: &str,
     ) -> Result<Option<ConfigDoc>, CmxError> {
-        let key = ConfigKey {
-            config_name,
-            app_version,
-            endpoint_id: Some(endpoint_id),
-        };
-        match self.config(key).await? {
-            Some(doc) => Ok(Some(doc)),
-            None => {
-                self.config(ConfigKey {
-                    endpoint_id: None,
-                    ..key
-                })
-                .await
-            }
-        }
+        let row = sqlx::query(
+            "SELECT * FROM cmx_configs WHERE config_name = $1 AND app_version = $2 \
+             AND endpoint_id IN ($3, $4) ORDER BY endpoint_id DESC LIMIT 1",
+        )
+        .bind(config_name)
+        .bind(app_version)
+        .bind(endpoint_id)
+        .bind(stored_endpoint(None))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(doc_from_row).transpose()
     }
 
     /// Records that `config_id` was sent to the endpoint.

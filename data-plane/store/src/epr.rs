@@ -5,11 +5,13 @@
 //! grows by one on every write and serves as the ETag for conditional writes. Endpoint tokens
 //! are the credential service's (see [`crate::cm`]).
 //!
-//! A metadata write reads the object, computes the new one and writes it in one write
-//! transaction (`Store::begin_write`: SQLite `BEGIN IMMEDIATE`; on PostgreSQL the read is
-//! `SELECT ... FOR UPDATE OF m`, locking the metadata row only), so concurrent writers to one
-//! endpoint queue up and none is lost. If-Match compares the
-//! caller's version with the one read inside that transaction.
+//! A metadata write is optimistic: it reads the object and its version, computes the new object,
+//! and writes it with `UPDATE ... WHERE version = <the version read>`; if that changed nothing,
+//! another write came first, and it starts over from a fresh read. So concurrent writers to one
+//! endpoint lose nothing, every failed attempt means another one succeeded, and a write is two
+//! autocommit statements: no transaction holds SQLite's single write lock (or a PostgreSQL row
+//! lock) while the new object is computed. If-Match compares the caller's version with the one
+//! read.
 //!
 //! Parameters are written `$1, $2, ...`, which both SQLite and PostgreSQL accept.
 
@@ -362,45 +364,49 @@ impl Store {
         .await
     }
 
-    /// Read-modify-write inside one write transaction (see the module docs).
+    /// Optimistic read-modify-write (see the module docs): read, change, write only if the
+    /// version read is still the stored one, else read again.
     async fn update_metadata(
         &self,
         endpoint_id: &str,
         if_match: Option<i64>,
         change: impl Fn(&mut Map<String, Value>) -> Result<(), EprError>,
     ) -> Result<MetadataUpdate, EprError> {
-        let mut tx = self.begin_write().await?;
-        // Only the metadata row: locking the endpoint row too would let a concurrent delete
-        // (metadata first, then endpoint) deadlock with this read.
-        let select = self.backend.locking(SELECT_METADATA, " FOR UPDATE OF m");
-        let read = fetch_metadata(&mut *tx, select, endpoint_id).await?;
-        if let Some(expected) = if_match
-            && expected != read.version
-        {
-            return Err(EprError::VersionMismatch {
-                expected,
-                current: read.version,
-            });
-        }
-        let mut body = read.body.clone();
-        change(&mut body)?;
-        check_keys(&body)?;
-        let version = read.version + 1;
-        sqlx::query("UPDATE epr_metadata SET body = $1, version = $2 WHERE endpoint_id = $3")
+        loop {
+            let read = fetch_metadata(&self.pool, SELECT_METADATA, endpoint_id).await?;
+            if let Some(expected) = if_match
+                && expected != read.version
+            {
+                return Err(EprError::VersionMismatch {
+                    expected,
+                    current: read.version,
+                });
+            }
+            let mut body = read.body.clone();
+            change(&mut body)?;
+            check_keys(&body)?;
+            let version = read.version + 1;
+            let written = sqlx::query(
+                "UPDATE epr_metadata SET body = $1, version = $2 WHERE endpoint_id = $3 AND version = $4",
+            )
             .bind(Value::Object(body.clone()).to_string())
             .bind(version)
             .bind(endpoint_id)
-            .execute(&mut *tx)
+            .bind(read.version)
+            .execute(&self.pool)
             .await?;
-        tx.commit().await?;
-        Ok(MetadataUpdate {
-            previous: read.body,
-            current: Metadata {
-                body,
-                version,
-                ..read
-            },
-        })
+            if written.rows_affected() == 1 {
+                return Ok(MetadataUpdate {
+                    previous: read.body,
+                    current: Metadata {
+                        body,
+                        version,
+                        ..read
+                    },
+                });
+            }
+            // Another write came first (or the endpoint was deleted): the next read tells.
+        }
     }
 }
 

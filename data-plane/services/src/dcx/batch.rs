@@ -5,7 +5,7 @@
 //! single sample that is itself an array must therefore be sent inside a batch (`[[1,2]]`).
 //! Invalid JSON and an empty batch are 400, more samples than `maxBatch` 413.
 
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// Why a payload is not a usable batch.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,15 +27,17 @@ impl BatchError {
     }
 }
 
-/// The samples of `payload`, each encoded as JSON text (13/DSTP's `application/json`).
+/// The samples of `payload`, each the JSON text of one value (13/DSTP's `application/json`),
+/// copied as the device wrote it: the payload is checked, not rebuilt (receivers parse it).
 pub fn parse(payload: &[u8], max_batch: usize) -> Result<Vec<Vec<u8>>, BatchError> {
-    if payload.iter().all(u8::is_ascii_whitespace) {
+    let Some(first) = payload.iter().find(|b| !b.is_ascii_whitespace()) else {
         return Err(BatchError::Empty);
-    }
-    let value: Value = serde_json::from_slice(payload).map_err(|e| BatchError::Invalid(e.to_string()))?;
-    let samples = match value {
-        Value::Array(samples) => samples,
-        single => vec![single],
+    };
+    let invalid = |e: serde_json::Error| BatchError::Invalid(e.to_string());
+    let samples: Vec<&RawValue> = if *first == b'[' {
+        serde_json::from_slice(payload).map_err(invalid)?
+    } else {
+        vec![serde_json::from_slice(payload).map_err(invalid)?]
     };
     if samples.is_empty() {
         return Err(BatchError::Empty);
@@ -46,7 +48,7 @@ pub fn parse(payload: &[u8], max_batch: usize) -> Result<Vec<Vec<u8>>, BatchErro
             max: max_batch,
         });
     }
-    Ok(samples.iter().map(|s| s.to_string().into_bytes()).collect())
+    Ok(samples.iter().map(|s| s.get().as_bytes().to_vec()).collect())
 }
 
 #[cfg(test)]
@@ -55,11 +57,11 @@ mod tests {
 
     #[test]
     fn an_object_is_one_sample_and_an_array_a_batch() {
-        assert_eq!(parse(br#"{"t": 1}"#, 10), Ok(vec![br#"{"t":1}"#.to_vec()]));
+        assert_eq!(parse(br#" {"t": 1} "#, 10), Ok(vec![br#"{"t": 1}"#.to_vec()]));
         assert_eq!(
             parse(br#"[{"t": 1}, 2, "x", [3]]"#, 10),
             Ok(vec![
-                br#"{"t":1}"#.to_vec(),
+                br#"{"t": 1}"#.to_vec(),
                 b"2".to_vec(),
                 br#""x""#.to_vec(),
                 b"[3]".to_vec()
@@ -71,6 +73,9 @@ mod tests {
     #[test]
     fn bad_batches_say_why() {
         assert!(matches!(parse(b"{nope", 10), Err(BatchError::Invalid(_))));
+        assert!(matches!(parse(b"[1, 2", 10), Err(BatchError::Invalid(_))));
+        assert!(matches!(parse(b"[1] 2", 10), Err(BatchError::Invalid(_))));
+        assert!(matches!(parse(b"{} x", 10), Err(BatchError::Invalid(_))));
         assert_eq!(parse(b"[]", 10), Err(BatchError::Empty));
         assert_eq!(parse(b"  ", 10), Err(BatchError::Empty));
         assert_eq!(parse(b"", 10), Err(BatchError::Empty));

@@ -296,9 +296,23 @@ async fn concurrent_writers_do_not_lose_updates() {
                 })
             })
             .collect();
+        let mut versions = Vec::new();
         for t in tasks {
-            t.await.unwrap().unwrap();
+            let update = t.await.unwrap().unwrap();
+            // Each write changed the object it read: one key more than before.
+            assert_eq!(update.current.body.len(), update.previous.len() + 1);
+            assert_eq!(
+                i64::try_from(update.previous.len()).unwrap(),
+                update.current.version - 2
+            );
+            versions.push(update.current.version);
         }
+        versions.sort();
+        assert_eq!(
+            versions,
+            (2..=9).collect::<Vec<i64>>(),
+            "each write got its own version"
+        );
         let md = store.metadata(&ep.id).await.unwrap();
         assert_eq!(md.body.len(), 8, "{:?}", md.body);
         assert_eq!(md.version, 9);

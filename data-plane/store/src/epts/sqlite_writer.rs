@@ -21,16 +21,6 @@ use super::{EptsError, NewPoint};
 /// Calls waiting for the thread at most; one beyond it waits for room.
 const QUEUE: usize = 16;
 
-/// Connection settings: those of the pool (crate root), so that this connection waits for the
-/// write lock like the others do, plus a larger WAL before this connection checkpoints (4,000
-/// pages, 16 MiB, instead of 1,000). Each stored point dirties about one page (a leaf of the
-/// series index per endpoint and series), and a checkpoint, run by the committing connection,
-/// costs two fsyncs on this thread plus a copy of each distinct page: measured under
-/// `kaa-load reqresp`, checkpoints took 60% of this thread's time at 1,000 pages, about half at
-/// 4,000 (+30% requests/s); 16,000 gave a little more throughput but a worse p99 (longer stalls).
-const PRAGMAS: &str = "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                       PRAGMA wal_autocheckpoint = 4000;";
-
 const INSERT: &str = "INSERT INTO epts_points (app_name, series, endpoint_id, ts, seq, ingested_at, point_values) \
                       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
@@ -163,7 +153,11 @@ impl Thread {
 
 fn open(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
-    conn.execute_batch(PRAGMAS)?;
+    // The pool's settings, so that this connection waits for the write lock like the others do
+    // and checkpoints at the same WAL size.
+    for pragma in crate::SQLITE_FILE_PRAGMAS {
+        conn.execute_batch(pragma)?;
+    }
     Ok(conn)
 }
 
