@@ -24,7 +24,9 @@
 //! `try_get`), executors as `impl sqlx::AnyExecutor<'e>` (`&self.pool`, or `&mut *tx`), and build
 //! dynamic SQL with [`SqlBuilder`], never sqlx's `QueryBuilder<Any>` (it writes `?` placeholders,
 //! which PostgreSQL rejects). A read-modify-write starts with `Store::begin_write` and reads the
-//! rows it will change with [`Backend::locking`], so concurrent writers queue on both engines.
+//! rows it will change with [`Backend::locking`], so concurrent writers queue on both engines; or,
+//! where a row carries a version (EPR's metadata), it is optimistic: an `UPDATE ... WHERE version
+//! = <the version read>` that is retried from a fresh read when it changed nothing.
 //! `is_unique_violation` recognises a duplicate on both. Column types: TEXT, BIGINT (`i64`; never
 //! INTEGER, which PostgreSQL decodes as `i32`), and JSON stored as TEXT. Tests run each case on
 //! both engines with `testing::on_both(|store| async move { ... })`.
