@@ -76,6 +76,10 @@ mod tests {
         assert!(matches!(parse(b"[1, 2", 10), Err(BatchError::Invalid(_))));
         assert!(matches!(parse(b"[1] 2", 10), Err(BatchError::Invalid(_))));
         assert!(matches!(parse(b"{} x", 10), Err(BatchError::Invalid(_))));
+        assert!(
+            matches!(parse(b"[\"\xff\"]", 10), Err(BatchError::Invalid(_))),
+            "not UTF-8"
+        );
         assert_eq!(parse(b"[]", 10), Err(BatchError::Empty));
         assert_eq!(parse(b"  ", 10), Err(BatchError::Empty));
         assert_eq!(parse(b"", 10), Err(BatchError::Empty));
