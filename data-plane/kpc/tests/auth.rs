@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{FakeCm, config, echo_extension};
@@ -166,31 +164,10 @@ async fn failed_connects_are_rate_limited_per_address_without_asking() {
     kpc.shutdown().await;
 }
 
-/// A `Write` that appends to a shared buffer, for capturing this test's logs.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 // A current-thread runtime (the default): every task of KPC logs through this test's subscriber.
 #[tokio::test]
 async fn logs_never_show_passwords_or_tokens() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = kaa_testkit::capture_logs();
 
     let bus = Bus::in_process();
     let cm = FakeCm::start(&bus).await;
@@ -219,7 +196,7 @@ async fn logs_never_show_passwords_or_tokens() {
     assert!(device.closed(DEADLINE).await.is_some());
     kpc.shutdown().await;
 
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     assert!(logs.contains("cred-7"), "credential ids are logged:\n{logs}");
     assert!(logs.contains("CONNECT refused"), "refusals are logged:\n{logs}");
     for secret in ["Pa55-word", "Tok3n"] {

@@ -12,6 +12,7 @@
 //! - [`Device`]: an MQTT 3.1.1 client (rumqttc, TCP_NODELAY, optional username and password) that
 //!   never subscribes, like the official Kaa client, and collects whatever the gateway sends it;
 //!   [`Device5`] the same over MQTT 5, reporting the reason of a server DISCONNECT.
+//! - [`capture_logs`]: a test's logs in a buffer, to check that secrets never reach them.
 //!
 //! Being test code, this crate panics with a clear message instead of returning errors: a test that
 //! cannot start its fixtures has nothing better to do.
@@ -39,9 +40,11 @@ use tokio::{
 
 mod device5;
 pub mod kube_api;
+mod logs;
 mod postgres;
 
 pub use device5::{Device5, Ended};
+pub use logs::{CapturedLogs, capture_logs};
 pub use postgres::Postgres;
 
 /// Environment variable naming the `nats-server` binary; falls back to `nats-server` on `PATH`.

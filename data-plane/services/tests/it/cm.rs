@@ -132,15 +132,14 @@ pub(crate) async fn assert_no_event(sub: &mut Subscription) {
     assert!(extra.is_err(), "unexpected event {extra:?}");
 }
 
+/// `GET /cm/api/v1/tokens/{token_id}`.
+pub(crate) async fn get_token(stack: &Stack, token_id: &str) -> Reply {
+    let uri = format!("/cm/api/v1/tokens/{token_id}");
+    call(&stack.cm, "GET", &uri, None, &[]).await
+}
+
 pub(crate) async fn token_status(stack: &Stack, token_id: &str) -> String {
-    let reply = call(
-        &stack.cm,
-        "GET",
-        &format!("/cm/api/v1/tokens/{token_id}"),
-        None,
-        &[],
-    )
-    .await;
+    let reply = get_token(stack, token_id).await;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
     reply.body["status"].as_str().unwrap().to_owned()
 }
@@ -179,13 +178,7 @@ async fn token_lifecycle_inactive_active_suspended_active_revoked(backend: Backe
         .subscribe(&subject::ecap_token_revoked("cm"), None)
         .await
         .unwrap();
-    let reply = json(
-        &stack.epr,
-        "POST",
-        "/epr/api/v1/endpoints",
-        &json!({"appVersion": {"name": APP_V1}, "endpointToken": "meter-7"}),
-    )
-    .await;
+    let reply = try_register(&stack.epr, APP_V1, Some("meter-7")).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
     let endpoint_id = reply.body["endpointId"].as_str().unwrap().to_owned();
     let token_id = reply.body["tokenId"].as_str().unwrap().to_owned();

@@ -2,11 +2,6 @@
 //! path through CM, and secrets kept out of the logs. Storage-backed tests run on both backends,
 //! as in `cm`.
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex},
-};
-
 use axum::http::StatusCode;
 use bytes::Bytes;
 use kaa_protocol::{ecap, subject};
@@ -49,14 +44,7 @@ async fn issuing_tokens_over_rest(backend: Backend) {
     assert!(tokens.iter().all(|t| t.get("token").is_none()), "{tokens:?}");
     assert!(!listed.body.to_string().contains(&value));
     assert!(!listed.body.to_string().contains("my-meter"));
-    let one = call(
-        &stack.cm,
-        "GET",
-        &format!("/cm/api/v1/tokens/{token_id}"),
-        None,
-        &[],
-    )
-    .await;
+    let one = get_token(&stack, &token_id).await;
     assert!(one.body.get("token").is_none());
 
     assert_error(
@@ -193,13 +181,7 @@ async fn client_credentials_rest(backend: Backend) {
 #[tokio::test]
 async fn registration_without_cm_is_503_and_leaves_nothing() {
     let stack = Stack::start_with(true, false).await;
-    let reply = json(
-        &stack.epr,
-        "POST",
-        "/epr/api/v1/endpoints",
-        &json!({"appVersion": {"name": APP_V1}, "endpointToken": "t"}),
-    )
-    .await;
+    let reply = try_register(&stack.epr, APP_V1, Some("t")).await;
     assert_error(&reply, StatusCode::SERVICE_UNAVAILABLE, "credential service `cm`");
     let list = call(&stack.epr, "GET", "/epr/api/v1/endpoints", None, &[]).await;
     assert_eq!(list.body["totalElements"], 0);
@@ -252,38 +234,9 @@ async fn registration_with_a_silent_cm_times_out_as_503() {
 
 // --- secrets stay out of logs --------------------------------------------------------------------
 
-/// A `MakeWriter` that appends to a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 async fn secrets_never_reach_the_logs(backend: Backend) {
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .finish();
     // A current-thread test runtime: every task of this test logs through this subscriber.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = kaa_testkit::capture_logs();
 
     let stack = Stack::on(backend).await;
     let id = register(&stack.epr, APP_V1, Some("tok-SECRET-1")).await;
@@ -299,22 +252,10 @@ async fn secrets_never_reach_the_logs(backend: Backend) {
     assert_eq!(issued.status, StatusCode::CREATED);
     transition(&stack.bus, APP, "tok-SECRET-1", "Revoked").await;
     // A duplicate token and a bad one fail without quoting them.
-    let dup = json(
-        &stack.epr,
-        "POST",
-        "/epr/api/v1/endpoints",
-        &json!({"appVersion": {"name": APP_V1}, "endpointToken": "tok-SECRET-3"}),
-    )
-    .await;
+    let dup = try_register(&stack.epr, APP_V1, Some("tok-SECRET-3")).await;
     assert_eq!(dup.status, StatusCode::CONFLICT);
     assert!(!dup.body.to_string().contains("SECRET"), "{:?}", dup.body);
-    let bad = json(
-        &stack.epr,
-        "POST",
-        "/epr/api/v1/endpoints",
-        &json!({"appVersion": {"name": APP_V1}, "endpointToken": "tok/SECRET-4"}),
-    )
-    .await;
+    let bad = try_register(&stack.epr, APP_V1, Some("tok/SECRET-4")).await;
     assert!(!bad.body.to_string().contains("SECRET"), "{:?}", bad.body);
 
     create_client(
@@ -344,7 +285,7 @@ async fn secrets_never_reach_the_logs(backend: Backend) {
     assert!(!String::from_utf8_lossy(&provision.payload).contains("SECRET"));
     stack.stop().await;
 
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     assert!(
         text.contains("endpoint token activated"),
         "the capture works: {text}"

@@ -1,11 +1,23 @@
 //! EPR's endpoint metadata REST API through the router, no socket: replace, JSON Patch and
 //! ETags, single keys and key listing.
 
-use axum::http::StatusCode;
+use axum::{Router, http::StatusCode};
 use serde_json::json;
 
 use crate::epr_rest::{app, assert_error};
 use crate::support::*;
+
+/// A JSON Patch (`application/json-patch+json`) of the metadata at `uri`.
+async fn patch(app: &Router, uri: &str, patch: &str, extra: &[(&str, &str)]) -> Reply {
+    call(
+        app,
+        "PATCH",
+        uri,
+        Some(("application/json-patch+json", patch)),
+        extra,
+    )
+    .await
+}
 
 #[tokio::test]
 async fn metadata_replace_patch_and_etags() {
@@ -37,15 +49,9 @@ async fn metadata_replace_patch_and_etags() {
         "version",
     );
 
-    let patch = r#"[{"op":"replace","path":"/floor","value":3},{"op":"add","path":"/mac","value":"00-14"}]"#;
-    let patched = call(
-        &app,
-        "PATCH",
-        &md,
-        Some(("application/json-patch+json", patch)),
-        &[("if-match", "\"2\"")],
-    )
-    .await;
+    let changes =
+        r#"[{"op":"replace","path":"/floor","value":3},{"op":"add","path":"/mac","value":"00-14"}]"#;
+    let patched = patch(&app, &md, changes, &[("if-match", "\"2\"")]).await;
     assert_eq!(patched.status, StatusCode::OK, "{:?}", patched.body);
     assert_eq!(patched.body, json!({"model": "A300", "floor": 3, "mac": "00-14"}));
     assert_eq!(patched.headers["etag"], "\"3\"");
@@ -57,51 +63,20 @@ async fn metadata_replace_patch_and_etags() {
         "unsupported_media_type",
         "json-patch+json",
     );
-    let not_a_patch = call(
-        &app,
-        "PATCH",
-        &md,
-        Some(("application/json-patch+json", "{\"op\":1}")),
-        &[],
-    )
-    .await;
+    let not_a_patch = patch(&app, &md, "{\"op\":1}", &[]).await;
     assert_error(
         &not_a_patch,
         StatusCode::BAD_REQUEST,
         "bad_request",
         "invalid request body",
     );
-    let cannot_apply = call(
-        &app,
-        "PATCH",
-        &md,
-        Some((
-            "application/json-patch+json",
-            r#"[{"op":"remove","path":"/ghost"}]"#,
-        )),
-        &[],
-    )
-    .await;
+    let cannot_apply = patch(&app, &md, r#"[{"op":"remove","path":"/ghost"}]"#, &[]).await;
     assert_error(&cannot_apply, StatusCode::CONFLICT, "conflict", "patch");
     let failed_test = r#"[{"op":"test","path":"/floor","value":99},{"op":"remove","path":"/floor"}]"#;
-    let failed_test = call(
-        &app,
-        "PATCH",
-        &md,
-        Some(("application/json-patch+json", failed_test)),
-        &[],
-    )
-    .await;
+    let failed_test = patch(&app, &md, failed_test, &[]).await;
     assert_eq!(failed_test.status, StatusCode::CONFLICT);
     let bad_key = r#"[{"op":"add","path":"/bad key","value":1}]"#;
-    let bad_key = call(
-        &app,
-        "PATCH",
-        &md,
-        Some(("application/json-patch+json", bad_key)),
-        &[],
-    )
-    .await;
+    let bad_key = patch(&app, &md, bad_key, &[]).await;
     assert_error(&bad_key, StatusCode::BAD_REQUEST, "bad_request", "bad key");
 
     let not_object = call(&app, "PUT", &md, Some(("application/json", "[1]")), &[]).await;

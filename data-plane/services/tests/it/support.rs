@@ -278,11 +278,17 @@ pub async fn json(app: &Router, method: &str, uri: &str, body: &Value) -> Reply 
 
 /// Registers an endpoint over REST and returns its id.
 pub async fn register(app: &Router, app_version: &str, token: Option<&str>) -> String {
+    let reply = try_register(app, app_version, token).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    reply.body["endpointId"].as_str().unwrap().to_owned()
+}
+
+/// `POST /epr/api/v1/endpoints` for a new endpoint of `app_version` (with `token`, if any),
+/// whatever the answer.
+pub async fn try_register(app: &Router, app_version: &str, token: Option<&str>) -> Reply {
     let mut body = serde_json::json!({"appVersion": {"name": app_version}});
     if let Some(token) = token {
         body["endpointToken"] = token.into();
     }
-    let reply = json(app, "POST", "/epr/api/v1/endpoints", &body).await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
-    reply.body["endpointId"].as_str().unwrap().to_owned()
+    json(app, "POST", "/epr/api/v1/endpoints", &body).await
 }
