@@ -27,6 +27,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use smallvec::{SmallVec, smallvec};
 use tokio::sync::mpsc::{self, error::TrySendError};
 
 use crate::{BusError, Message, subject};
@@ -49,39 +50,40 @@ pub(crate) struct InProcess {
 #[derive(Debug, Default)]
 struct Table {
     /// Subscriptions without wildcards, found by exact subject (the common case: services, inboxes).
-    literal: HashMap<Box<str>, Vec<Route>>,
+    literal: HashMap<Box<str>, Vec<Route>, foldhash::fast::RandomState>,
     /// Subscriptions with `*` or `>`, matched one by one.
     wildcard: Vec<(Box<str>, Route)>,
-    /// Round-robin cursor per queue group name.
-    queues: HashMap<Arc<str>, QueueCursor>,
+    /// The queue groups by name, with how many subscriptions are members.
+    queues: HashMap<Box<str>, (Arc<QueueGroup>, usize)>,
 }
 
 #[derive(Debug)]
 struct Route {
     sid: u64,
-    queue: Option<Arc<str>>,
+    /// Shared by the group's members: a publish finds the group and its round-robin cursor through
+    /// the route, without a lookup by name.
+    queue: Option<Arc<QueueGroup>>,
     tx: mpsc::Sender<Message>,
 }
 
-#[derive(Debug)]
-struct QueueCursor {
+/// A queue group's round-robin cursor.
+#[derive(Debug, Default)]
+struct QueueGroup {
     next: AtomicUsize,
-    members: usize,
 }
 
-/// The receivers one publish delivers to, picked under the read lock.
-#[derive(Default)]
-struct Targets {
-    plain: Vec<mpsc::Sender<Message>>,
-    groups: Vec<GroupTargets>,
-}
-
-struct GroupTargets {
-    name: Arc<str>,
-    members: Vec<mpsc::Sender<Message>>,
-    /// The round-robin member to try first.
+/// Where one copy of a published message goes, picked under the read lock: the one subscription of a
+/// plain subscriber, or the members of a queue group (one of which takes it).
+struct Target {
+    /// `None` for a plain subscription.
+    group: Option<Arc<QueueGroup>>,
+    members: SmallVec<[mpsc::Sender<Message>; 2]>,
+    /// The member to try first: the group's round-robin pick.
     start: usize,
 }
+
+/// Most publishes have one target (a queue group or an inbox): no heap allocation for them.
+type Targets = SmallVec<[Target; 2]>;
 
 impl InProcess {
     pub(crate) fn new(capacity: usize) -> Arc<Self> {
@@ -97,28 +99,21 @@ impl InProcess {
     /// Publishes a message whose subjects are already validated; returns how many subscriptions
     /// (plain ones plus one per queue group) accepted it.
     pub(crate) async fn publish(&self, subject: &str, reply_to: Option<&str>, payload: Bytes) -> usize {
-        let targets = self.targets(subject);
-        if targets.plain.is_empty() && targets.groups.is_empty() {
+        let mut targets = self.targets(subject).into_iter();
+        let Some(last) = targets.next_back() else {
             return 0;
-        }
+        };
         let message = Message {
             subject: subject.to_owned(),
             reply_to: reply_to.map(str::to_owned),
             payload,
         };
         let mut delivered = 0;
-        for tx in targets.plain {
-            // An error means that subscription was dropped after we looked it up: nothing to deliver.
-            if tx.send(message.clone()).await.is_ok() {
-                delivered += 1;
-            }
+        for target in targets {
+            delivered += usize::from(target.deliver(message.clone()).await);
         }
-        for group in targets.groups {
-            if deliver_to_one(group.members, group.start, message.clone()).await {
-                delivered += 1;
-            }
-        }
-        delivered
+        // The last target takes the message itself: the usual single target costs no copy.
+        delivered + usize::from(last.deliver(message).await)
     }
 
     pub(crate) fn subscribe(self: &Arc<Self>, subject: &str, queue: Option<&str>) -> Subscription {
@@ -135,23 +130,14 @@ impl InProcess {
         let sid = self.next_sid.fetch_add(1, Ordering::Relaxed);
         let literal = subject::is_literal(subject);
         let mut table = self.table.write().unwrap_or_else(PoisonError::into_inner);
-        let queue: Option<Arc<str>> = queue.map(|name| match table.queues.get_key_value(name) {
-            Some((existing, _)) => existing.clone(),
-            None => Arc::from(name),
+        let group = queue.map(|name| {
+            let (group, members) = table.queues.entry(name.into()).or_default();
+            *members += 1;
+            group.clone()
         });
-        if let Some(name) = &queue {
-            table
-                .queues
-                .entry(name.clone())
-                .or_insert_with(|| QueueCursor {
-                    next: AtomicUsize::new(0),
-                    members: 0,
-                })
-                .members += 1;
-        }
         let route = Route {
             sid,
-            queue: queue.clone(),
+            queue: group,
             tx,
         };
         if literal {
@@ -167,7 +153,7 @@ impl InProcess {
                 sid,
                 subject: subject.into(),
                 literal,
-                queue,
+                queue: queue.map(Box::from),
             },
         }
     }
@@ -199,7 +185,7 @@ impl InProcess {
 
     fn targets(&self, subject: &str) -> Targets {
         let table = self.table.read().unwrap_or_else(PoisonError::into_inner);
-        let mut targets = Targets::default();
+        let mut targets = Targets::new();
         let literal = table.literal.get(subject).into_iter().flatten();
         let wildcard = table
             .wildcard
@@ -207,21 +193,26 @@ impl InProcess {
             .filter(|(pattern, _)| subject::matches(pattern, subject))
             .map(|(_, route)| route);
         for route in literal.chain(wildcard) {
-            match &route.queue {
-                None => targets.plain.push(route.tx.clone()),
-                Some(name) => match targets.groups.iter_mut().find(|g| Arc::ptr_eq(&g.name, name)) {
-                    Some(group) => group.members.push(route.tx.clone()),
-                    None => targets.groups.push(GroupTargets {
-                        name: name.clone(),
-                        members: vec![route.tx.clone()],
-                        start: 0,
-                    }),
-                },
+            let group = route.queue.as_ref().and_then(|queue| {
+                targets.iter_mut().find(|target| {
+                    target
+                        .group
+                        .as_ref()
+                        .is_some_and(|group| Arc::ptr_eq(group, queue))
+                })
+            });
+            match group {
+                Some(target) => target.members.push(route.tx.clone()),
+                None => targets.push(Target {
+                    group: route.queue.clone(),
+                    members: smallvec![route.tx.clone()],
+                    start: 0,
+                }),
             }
         }
-        for group in &mut targets.groups {
-            if let Some(cursor) = table.queues.get(&group.name) {
-                group.start = cursor.next.fetch_add(1, Ordering::Relaxed) % group.members.len();
+        for target in &mut targets {
+            if let Some(group) = &target.group {
+                target.start = group.next.fetch_add(1, Ordering::Relaxed) % target.members.len();
             }
         }
         targets
@@ -240,39 +231,42 @@ impl InProcess {
             table.wildcard.retain(|(_, route)| route.sid != registration.sid);
         }
         if let Some(name) = &registration.queue
-            && let Some(cursor) = table.queues.get_mut(name)
+            && let Some((_, members)) = table.queues.get_mut(name)
         {
-            cursor.members -= 1;
-            if cursor.members == 0 {
+            *members -= 1;
+            if *members == 0 {
                 table.queues.remove(name);
             }
         }
     }
 }
 
-/// Hands `message` to one member, starting at `start`: the first with room takes it; if all are full,
-/// waits on the first full one (backpressure). Returns false if every member is gone.
-async fn deliver_to_one(members: Vec<mpsc::Sender<Message>>, start: usize, mut message: Message) -> bool {
-    let count = members.len();
-    let mut full = Vec::new();
-    for offset in 0..count {
-        let member = &members[(start + offset) % count];
-        match member.try_send(message) {
-            Ok(()) => return true,
-            Err(TrySendError::Full(back)) => {
-                full.push(member);
-                message = back;
+impl Target {
+    /// Hands `message` to one member, starting at `start`: the first with room takes it; if all are
+    /// full, waits on the first full one (backpressure). Returns false if every member is gone.
+    async fn deliver(self, mut message: Message) -> bool {
+        let count = self.members.len();
+        let mut full = SmallVec::<[&mpsc::Sender<Message>; 2]>::new();
+        for offset in 0..count {
+            let member = &self.members[(self.start + offset) % count];
+            match member.try_send(message) {
+                Ok(()) => return true,
+                Err(TrySendError::Full(back)) => {
+                    full.push(member);
+                    message = back;
+                }
+                // That subscription was dropped after we looked it up.
+                Err(TrySendError::Closed(back)) => message = back,
             }
-            Err(TrySendError::Closed(back)) => message = back,
         }
-    }
-    for member in full {
-        match member.send(message).await {
-            Ok(()) => return true,
-            Err(mpsc::error::SendError(back)) => message = back,
+        for member in full {
+            match member.send(message).await {
+                Ok(()) => return true,
+                Err(mpsc::error::SendError(back)) => message = back,
+            }
         }
+        false
     }
-    false
 }
 
 /// An in-process subscription: its channel plus the registration that removes it on drop.
@@ -300,7 +294,7 @@ struct Registration {
     sid: u64,
     subject: Box<str>,
     literal: bool,
-    queue: Option<Arc<str>>,
+    queue: Option<Box<str>>,
 }
 
 impl Drop for Registration {

@@ -25,21 +25,37 @@ pub enum SubjectError {
 
 /// Checks a subject to publish to (or to reply to): concrete, no wildcards.
 pub(crate) fn validate_publish(subject: &str) -> Result<(), SubjectError> {
-    for token in tokens(subject)? {
-        if token == b"*" || token == b">" {
-            return Err(SubjectError::WildcardInPublish);
+    check_characters(subject)?;
+    // One pass over the tokens (this runs twice per message): an empty token is reported before a
+    // wildcard one, wherever each is.
+    let mut wildcard = false;
+    for token in split(subject) {
+        match token {
+            b"" => return Err(SubjectError::EmptyToken),
+            b"*" | b">" => wildcard = true,
+            _ => {}
         }
+    }
+    if wildcard {
+        return Err(SubjectError::WildcardInPublish);
     }
     Ok(())
 }
 
 /// Checks a subscription subject: `*` anywhere as a whole token, `>` only as the last token.
 pub(crate) fn validate_subscribe(subject: &str) -> Result<(), SubjectError> {
-    let mut tokens = tokens(subject)?.peekable();
+    check_characters(subject)?;
+    let mut full_wildcard_not_last = false;
+    let mut tokens = split(subject).peekable();
     while let Some(token) = tokens.next() {
-        if token == b">" && tokens.peek().is_some() {
-            return Err(SubjectError::FullWildcardNotLast);
+        match token {
+            b"" => return Err(SubjectError::EmptyToken),
+            b">" if tokens.peek().is_some() => full_wildcard_not_last = true,
+            _ => {}
         }
+    }
+    if full_wildcard_not_last {
+        return Err(SubjectError::FullWildcardNotLast);
     }
     Ok(())
 }
@@ -82,8 +98,8 @@ fn split(subject: &str) -> std::slice::Split<'_, u8, impl FnMut(&u8) -> bool> {
     subject.as_bytes().split(|&b| b == b'.')
 }
 
-/// Splits a subject into tokens after the checks both kinds of subject share.
-fn tokens(subject: &str) -> Result<std::slice::Split<'_, u8, impl FnMut(&u8) -> bool>, SubjectError> {
+/// The checks both kinds of subject share, before looking at tokens.
+fn check_characters(subject: &str) -> Result<(), SubjectError> {
     if subject.is_empty() {
         return Err(SubjectError::Empty);
     }
@@ -91,10 +107,7 @@ fn tokens(subject: &str) -> Result<std::slice::Split<'_, u8, impl FnMut(&u8) -> 
     if !subject.bytes().all(|b| b.is_ascii_graphic()) && subject.chars().any(is_forbidden) {
         return Err(SubjectError::Whitespace);
     }
-    if split(subject).any(<[u8]>::is_empty) {
-        return Err(SubjectError::EmptyToken);
-    }
-    Ok(split(subject))
+    Ok(())
 }
 
 fn is_forbidden(c: char) -> bool {
@@ -129,6 +142,9 @@ mod tests {
             ("a.*", SubjectError::WildcardInPublish),
             ("a.>", SubjectError::WildcardInPublish),
             (">", SubjectError::WildcardInPublish),
+            // An empty token is reported whether it comes before or after a wildcard.
+            ("*..a", SubjectError::EmptyToken),
+            ("a..*", SubjectError::EmptyToken),
         ];
         for (subject, want) in cases {
             assert_eq!(validate_publish(subject), Err(want), "{subject:?}");
@@ -146,6 +162,7 @@ mod tests {
         );
         assert_eq!(validate_subscribe(">.a"), Err(SubjectError::FullWildcardNotLast));
         assert_eq!(validate_subscribe("a..*"), Err(SubjectError::EmptyToken));
+        assert_eq!(validate_subscribe(">.a."), Err(SubjectError::EmptyToken));
         assert_eq!(validate_subscribe("a *"), Err(SubjectError::Whitespace));
         assert_eq!(validate_subscribe(""), Err(SubjectError::Empty));
     }

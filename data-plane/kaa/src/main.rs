@@ -53,8 +53,6 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
-    // Bus messages carry at most a device payload plus a few fields; nothing legitimate is larger.
-    kaa_protocol::avro::limit_decode_allocations(64 * 1024 * 1024);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         match cli.command {

@@ -81,9 +81,16 @@ pub enum PointValue {
     Float(f32),
     Double(f64),
     String(String),
-    #[serde(with = "apache_avro::serde::bytes")]
+    #[serde(with = "serde_bytes")]
     Bytes(Vec<u8>),
+    /// Written as a variant carrying "nothing", so that the union's `null` branch is chosen by
+    /// name: a plain unit variant would go to the first branch that takes a name (`string`).
+    #[serde(serialize_with = "serialize_null")]
     Null,
+}
+
+fn serialize_null<S: serde::Serializer>(serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_unit()
 }
 
 /// A receiver's answer to a [`TimeSeriesEvent`] with `replyTo`.
@@ -244,6 +251,23 @@ mod tests {
         };
         let bytes = event.to_avro();
         assert_eq!(TimeSeriesEvent::from_avro(&bytes).unwrap(), event);
+    }
+
+    #[test]
+    fn absurd_counts_and_lengths_are_rejected() {
+        let head = [0x02, b'c', 0x02, 0x00, 0x02, b'v', 0x02, b'e', 0x02, b'j'];
+        // A block of 2^30 samples, then a sample 2^30 bytes long: neither fits in the message.
+        let count = [0x80, 0x80, 0x80, 0x80, 0x08, 0x02, b'x'];
+        let length = [0x02, 0x80, 0x80, 0x80, 0x80, 0x08, b'x'];
+        for tail in [&count[..], &length[..]] {
+            let bytes = [&head[..], tail].concat();
+            let err = DataSamplesEvent::from_avro(&bytes).unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with("invalid Avro DataSamplesEvent message"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

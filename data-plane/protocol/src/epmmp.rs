@@ -65,7 +65,7 @@ pub struct EndpointMetadataGetResponse {
     /// Version of the metadata, usable as `if_match` in a later patch.
     pub e_tag: Option<String>,
     /// JSON object (UTF-8) of the requested keys.
-    #[serde(with = "apache_avro::serde::bytes_opt")]
+    #[serde(with = "serde_bytes")]
     pub payload: Option<Vec<u8>>,
     pub status_code: i32,
     pub reason_phrase: Option<String>,
@@ -87,7 +87,7 @@ pub struct EndpointMetadataPatchRequest {
     /// Apply only if the current eTag equals this (like HTTP `If-Match`).
     pub if_match: Option<String>,
     /// JSON Patch document (UTF-8 JSON array of operations).
-    #[serde(with = "apache_avro::serde::bytes")]
+    #[serde(with = "serde_bytes")]
     pub patch: Vec<u8>,
 }
 avro_record!(

@@ -32,7 +32,7 @@ pub struct ClientData {
     /// The 1/KP request id, if the topic had one.
     pub request_id: Option<i32>,
     /// Raw device payload.
-    #[serde(with = "apache_avro::serde::bytes")]
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
     /// Named configuration (7/CMP); `None` means `default`.
     pub config_name: Option<String>,
@@ -56,7 +56,7 @@ pub struct ExtensionData {
     pub resource_path: String,
     /// Echo of the request id; `None` for unsolicited pushes.
     pub request_id: Option<i32>,
-    #[serde(with = "apache_avro::serde::bytes_opt")]
+    #[serde(with = "serde_bytes")]
     pub payload: Option<Vec<u8>>,
     /// HTTP-style status: 2xx goes to `/status`, anything else to `/error`.
     pub status_code: i32,

@@ -1,6 +1,6 @@
 //! Golden tests: the example messages of the RFC READMEs (4/ESP has literal examples;
-//! 9/ELCE, 16/ECAP and 19/EPMMP have none, so their examples are built from the values
-//! the RFCs describe), encoded with our records and checked three ways:
+//! 9/ELCE, 13/DSTP, 14/TSTP, 16/ECAP and 19/EPMMP have none, so their examples are built from
+//! the values the RFCs describe), encoded with our records and checked three ways:
 //! 1. decode(encode(x)) == x;
 //! 2. apache-avro's generic `Value` decoder (a code path independent of serde) reads the
 //!    bytes against the checked-in schema and sees the RFC field names and values;
@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use apache_avro::{reader::datum::GenericDatumReader, types::Value};
 use kaa_protocol::{
     avro::AvroRecord,
+    collection::{DataPoint, DataSamplesEvent, PointValue, TimeSeriesEvent},
     ecap::{
         ClientCertificateValidationRequest, ClientCertificateValidationResponse,
         ClientCredentialRevokedEvent, ClientUsernamePasswordValidationRequest,
@@ -36,7 +37,8 @@ const ENDPOINT_ID: &str = "7ad263ec-3347-4c7d-af89-50c67061367a";
 fn check<T: AvroRecord + PartialEq + std::fmt::Debug>(value: &T) -> (Vec<u8>, BTreeMap<String, Value>) {
     let bytes = value.to_avro();
     assert_eq!(&T::from_avro(&bytes).expect("our own bytes decode"), value);
-    let reader = GenericDatumReader::builder(T::schema())
+    let schema = apache_avro::Schema::parse_str(T::SCHEMA_JSON).expect("schema parses");
+    let reader = GenericDatumReader::builder(&schema)
         .build()
         .expect("schema resolves");
     let mut rest = bytes.as_slice();
@@ -547,5 +549,82 @@ mod never_panics {
             };
             prop_assert_eq!(ClientData::from_avro(&cd.to_avro()).unwrap(), cd);
         }
+    }
+}
+
+#[test]
+fn dstp_data_samples() {
+    let samples = vec![br#"{"humidity":88}"#.to_vec(), b"[]".to_vec()];
+    let (_, f) = check(&DataSamplesEvent {
+        correlation_id: CORRELATION_ID.into(),
+        timestamp: TIMESTAMP,
+        timeout: TIMEOUT,
+        app_version_name: APP_VERSION.into(),
+        endpoint_id: ENDPOINT_ID.into(),
+        content_type: "application/json".into(),
+        data_samples: samples.clone(),
+    });
+    assert_eq!(f["contentType"], string("application/json"));
+    assert_eq!(
+        f["dataSamples"],
+        Value::Array(samples.into_iter().map(Value::Bytes).collect())
+    );
+}
+
+#[test]
+fn tstp_every_value_type_in_its_union_branch() {
+    // The schema's value union: [boolean, int, long, float, double, string, bytes, null].
+    let values = [
+        PointValue::Boolean(true),
+        PointValue::Int(-3),
+        PointValue::Long(1 << 40),
+        PointValue::Float(1.5),
+        PointValue::Double(-2.25),
+        PointValue::String("{\"x\":1}".into()),
+        PointValue::Bytes(vec![0, 255]),
+        PointValue::Null,
+    ];
+    let generic = [
+        Value::Boolean(true),
+        Value::Int(-3),
+        Value::Long(1 << 40),
+        Value::Float(1.5),
+        Value::Double(-2.25),
+        string("{\"x\":1}"),
+        Value::Bytes(vec![0, 255]),
+        Value::Null,
+    ];
+    let name = |i: usize| format!("v{i}");
+    let (_, f) = check(&TimeSeriesEvent {
+        correlation_id: CORRELATION_ID.into(),
+        timestamp: TIMESTAMP,
+        timeout: TIMEOUT,
+        app_version_name: APP_VERSION.into(),
+        endpoint_id: ENDPOINT_ID.into(),
+        time_series_name: "humidity".into(),
+        data_points: vec![DataPoint {
+            ingestion_timestamp: TIMESTAMP + 1,
+            timestamp: TIMESTAMP,
+            values: values
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| (name(i), v))
+                .collect(),
+        }],
+    });
+    let Value::Array(points) = &f["dataPoints"] else {
+        panic!("dataPoints is not an array: {:?}", f["dataPoints"]);
+    };
+    let [Value::Record(point)] = points.as_slice() else {
+        panic!("not one record: {points:?}");
+    };
+    let point: BTreeMap<_, _> = point.iter().cloned().collect();
+    assert_eq!(point["timestamp"], Value::Long(TIMESTAMP));
+    let Value::Map(map) = &point["values"] else {
+        panic!("values is not a map: {:?}", point["values"]);
+    };
+    for (i, want) in generic.into_iter().enumerate() {
+        let branch = u32::try_from(i).unwrap();
+        assert_eq!(map[&name(i)], some(branch, want), "value {i}");
     }
 }
