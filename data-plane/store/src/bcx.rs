@@ -51,6 +51,7 @@ impl Store {
         grant: &UploadGrant,
         ttl_ms: i64,
     ) -> Result<(), BcxError> {
+        let _turn = self.write_turn().await;
         let now = now_millis();
         sqlx::query("DELETE FROM bcx_tokens WHERE created_at <= $1")
             .bind(now.saturating_sub(ttl_ms))
@@ -105,6 +106,7 @@ impl Store {
         content_type: &str,
         content: &[u8],
     ) -> Result<BlobInfo, BcxError> {
+        let _turn = self.write_turn().await;
         let now = now_millis();
         let size = i64::try_from(content.len()).unwrap_or(i64::MAX);
         sqlx::query(

@@ -136,7 +136,7 @@ impl Store {
         payload: Option<&Value>,
         ttl_ms: i64,
     ) -> Result<(i64, i64, i64), sqlx::Error> {
-        let mut tx = self.begin_write().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let id: i64 = sqlx::query_scalar(
             "SELECT COALESCE(MAX(id), 0) + 1 FROM cex_commands \
              WHERE instance = $1 AND endpoint_id = $2 AND command_type = $3",
@@ -203,6 +203,7 @@ impl Store {
 
     /// Records that these commands were sent to the device now.
     pub async fn commands_delivered(&self, scope: CommandScope<'_>, ids: &[i64]) -> Result<(), CexError> {
+        let _turn = self.write_turn().await;
         let now = now_millis();
         for id in ids {
             sqlx::query(
@@ -228,6 +229,7 @@ impl Store {
         id: i64,
         result: &CommandResult,
     ) -> Result<Completion, CexError> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query(
             "UPDATE cex_commands SET completed_at = $5, status_code = $6, reason_phrase = $7, result_payload = $8 \
              WHERE instance = $1 AND endpoint_id = $2 AND command_type = $3 AND id = $4 AND completed_at IS NULL",

@@ -120,6 +120,7 @@ pub struct StatusFilter {
 impl Store {
     /// Stores a document (replacing the one at `key`); returns it and whether its content changed.
     pub async fn put_config(&self, key: ConfigKey<'_>, body: &Value) -> Result<(ConfigDoc, bool), CmxError> {
+        let _turn = self.write_turn().await;
         let id = config_id(body);
         let previous = self.config(key).await?;
         let changed = previous.as_ref().is_none_or(|p| p.config_id != id);
@@ -165,6 +166,7 @@ impl Store {
 
     /// Deletes the document at `key`; whether there was one.
     pub async fn delete_config(&self, key: ConfigKey<'_>) -> Result<bool, CmxError> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query(
             "DELETE FROM cmx_configs WHERE config_name = $1 AND app_version = $2 AND endpoint_id = $3",
         )
@@ -205,6 +207,7 @@ impl Store {
         app_version: &str,
         config_id: &str,
     ) -> Result<(), CmxError> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO cmx_statuses (config_name, endpoint_id, app_version, dispatched_config_id, dispatched_at) \
              VALUES ($1, $2, $3, $4, $5) \
@@ -223,6 +226,7 @@ impl Store {
 
     /// Records the endpoint's report about `config_id`.
     pub async fn config_applied(&self, status: &ConfigStatus) -> Result<(), CmxError> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO cmx_statuses (config_name, endpoint_id, app_version, applied_config_id, applied_at, status_code, reason_phrase) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) \

@@ -151,6 +151,7 @@ impl Store {
             app_version: new.app_version,
             created_at: now_millis(),
         };
+        let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
         sqlx::query("INSERT INTO epr_endpoints (id, app_version, created_at) VALUES ($1, $2, $3)")
             .bind(&endpoint.id)
@@ -242,7 +243,7 @@ impl Store {
     /// (for the lifecycle event).
     pub async fn move_endpoint(&self, id: &str, app_version: &str) -> Result<Endpoint, EprError> {
         // Locked, so that the endpoint returned is the one this move replaced.
-        let mut tx = self.begin_write().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let select = self.backend.locking(SELECT_ENDPOINT, " FOR UPDATE");
         let before = fetch_endpoint(&mut *tx, select, id).await?;
         sqlx::query("UPDATE epr_endpoints SET app_version = $2 WHERE id = $1")
@@ -258,7 +259,7 @@ impl Store {
     pub async fn delete_endpoint(&self, id: &str) -> Result<Endpoint, EprError> {
         // Explicit child deletes instead of relying on ON DELETE CASCADE, which SQLite only
         // honours when the connection enabled foreign keys.
-        let mut tx = self.begin_write().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let endpoint = fetch_endpoint(&mut *tx, SELECT_ENDPOINT, id).await?;
         sqlx::query("DELETE FROM epr_metadata WHERE endpoint_id = $1")
             .bind(id)
@@ -386,6 +387,7 @@ impl Store {
             change(&mut body)?;
             check_keys(&body)?;
             let version = read.version + 1;
+            let _turn = self.write_turn().await;
             let written = sqlx::query(
                 "UPDATE epr_metadata SET body = $1, version = $2 WHERE endpoint_id = $3 AND version = $4",
             )

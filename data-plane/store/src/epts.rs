@@ -125,6 +125,7 @@ impl Store {
         if let Some(writer) = &self.points {
             return writer.insert(points).await;
         }
+        let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
         // One statement per chunk of rows, not per row: each statement is a round trip to the
         // database (in-memory SQLite: to sqlx's worker thread and back).
@@ -237,6 +238,7 @@ impl Store {
         cutoff: i64,
         max_rows: u64,
     ) -> Result<u64, EptsError> {
+        let _turn = self.write_turn().await;
         // The time of the (max_rows+1)-th oldest expired point bounds this round; without one,
         // fewer than max_rows are expired and all of them go.
         let boundary: Option<i64> = sqlx::query_scalar(
@@ -289,6 +291,38 @@ mod tests {
 
     fn values(points: &[StoredPoint]) -> Vec<(i64, Value)> {
         points.iter().map(|p| (p.ts, p.values["value"].clone())).collect()
+    }
+
+    /// On SQLite, the point writer's thread and the pool's writers take turns (no writer meets
+    /// the write lock taken and sleeps in SQLite's busy handler): while a turn is held, both wait.
+    #[tokio::test]
+    async fn sqlite_writers_wait_for_their_turn() {
+        let db = TestStore::sqlite().await;
+        let store = &db.store;
+        let turn = store.write_turn().await;
+        assert!(turn.is_some());
+        let rows = [point("t", "a", 10, 0, json!(1))];
+        let mut insert = std::pin::pin!(store.insert_points(&rows));
+        let mut delete = std::pin::pin!(store.delete_points_before("meter", 5, 100));
+        // The pool's writer queues on its first poll; the thread's, once it has the job.
+        assert!(
+            futures_util::poll!(&mut delete).is_pending(),
+            "the deletion went ahead"
+        );
+        let inserted = tokio::select! {
+            inserted = &mut insert => Some(inserted),
+            () = tokio::time::sleep(std::time::Duration::from_millis(200)) => None,
+        };
+        assert!(
+            inserted.is_none(),
+            "the insert went ahead of the turn: {inserted:?}"
+        );
+        drop(turn);
+        let (inserted, deleted) = tokio::join!(insert, delete);
+        inserted.unwrap();
+        assert_eq!(deleted.unwrap(), 0);
+        let stored = store.points(&query("t", Order::Ascending, 10)).await.unwrap();
+        assert_eq!(values(&stored), [(10, json!(1))]);
     }
 
     #[tokio::test]

@@ -24,10 +24,13 @@
 //! Writing a repository module: take rows as [`sqlx::any::AnyRow`] (`use sqlx::Row` for
 //! `try_get`), executors as `impl sqlx::AnyExecutor<'e>` (`&self.pool`, or `&mut *tx`), and build
 //! dynamic SQL with [`SqlBuilder`], never sqlx's `QueryBuilder<Any>` (it writes `?` placeholders,
-//! which PostgreSQL rejects). A read-modify-write starts with `Store::begin_write` and reads the
-//! rows it will change with [`Backend::locking`], so concurrent writers queue on both engines; or,
-//! where a row carries a version (EPR's metadata), it is optimistic: an `UPDATE ... WHERE version
-//! = <the version read>` that is retried from a fresh read when it changed nothing.
+//! which PostgreSQL rejects). Every write first takes its turn, `let _turn = self.write_turn()`
+//! (on SQLite this process's writers queue there instead of in SQLite's sleeping busy handler;
+//! see `WriteGate`). A read-modify-write starts with `Store::begin_write`, which takes the turn
+//! too, and reads the rows it will change with [`Backend::locking`], so concurrent writers queue
+//! on both engines; or, where a row carries a version (EPR's metadata), it is optimistic: an
+//! `UPDATE ... WHERE version = <the version read>` that is retried from a fresh read when it
+//! changed nothing (by a writer on PostgreSQL or in another process).
 //! `is_unique_violation` recognises a duplicate on both. Column types: TEXT, BIGINT (`i64`; never
 //! INTEGER, which PostgreSQL decodes as `i32`), and JSON stored as TEXT. Tests run each case on
 //! both engines with `testing::on_both(|store| async move { ... })`.
@@ -102,6 +105,17 @@ pub(crate) const SQLITE_FILE_PRAGMAS: &[&str] = &[
     "PRAGMA wal_autocheckpoint = 4000",
 ];
 
+/// SQLite lets one connection write at a time, and a connection that finds the write lock taken
+/// sleeps in SQLite's busy handler (1, 2, 5, 10 ms and longer) before it looks again: a stall per
+/// collision, with a pooled connection held all along. So this process's SQLite writers (the
+/// pool's and the point writer's thread) queue here first, without sleeping, and find the lock
+/// free. (A writer in another process still meets the busy handler.) PostgreSQL locks rows, not
+/// the database: no gate there.
+pub(crate) type WriteGate = Arc<tokio::sync::Mutex<()>>;
+
+/// A turn from the [`WriteGate`] (`None` on PostgreSQL); the next writer goes when it is dropped.
+pub(crate) type WriteTurn<'a> = Option<tokio::sync::MutexGuard<'a, ()>>;
+
 /// Errors opening a store.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -144,6 +158,8 @@ impl Backend {
 pub struct Store {
     pool: Pool<Any>,
     backend: Backend,
+    /// On SQLite, where every writer of this process takes its turn ([`WriteGate`]).
+    write_gate: Option<WriteGate>,
     /// On an SQLite file, the thread that inserts time series points ([`epts`]).
     points: Option<Arc<epts::SqliteWriter>>,
 }
@@ -181,7 +197,8 @@ impl Store {
             .await
             .map_err(OpenError::Connect)?;
         let mut store = Self::migrated(pool, Backend::Sqlite).await?;
-        store.points = Some(Arc::new(epts::SqliteWriter::new(&path)));
+        let gate = store.write_gate.clone().unwrap_or_default();
+        store.points = Some(Arc::new(epts::SqliteWriter::new(&path, gate)));
         Ok(store)
     }
 
@@ -217,6 +234,7 @@ impl Store {
         Ok(Store {
             pool,
             backend,
+            write_gate: (backend == Backend::Sqlite).then(WriteGate::default),
             points: None,
         })
     }
@@ -226,16 +244,30 @@ impl Store {
         self.backend
     }
 
-    /// Starts a transaction that reads before it writes. On SQLite, `BEGIN IMMEDIATE` takes the
-    /// write lock before the first read, so concurrent writers queue instead of reading the same
-    /// state and losing an update (and a deferred transaction whose snapshot went stale fails its
-    /// first write with SQLITE_BUSY, without waiting). On PostgreSQL the reads that decide the
-    /// write lock their rows instead ([`Backend::locking`]).
-    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
-        match self.backend {
+    /// Waits for this process's turn to write (SQLite; at once on PostgreSQL). Every write takes
+    /// one, held until its statement or transaction is done.
+    pub(crate) async fn write_turn(&self) -> WriteTurn<'_> {
+        match &self.write_gate {
+            Some(gate) => Some(gate.lock().await),
+            None => None,
+        }
+    }
+
+    /// Starts a transaction that reads before it writes, in its write turn (keep the turn until
+    /// the transaction ends: `let (_turn, mut tx) = ...`). On SQLite, `BEGIN IMMEDIATE` takes the
+    /// write lock before the first read, so a writer in another process cannot change what this
+    /// one read (and a deferred transaction whose snapshot went stale fails its first write with
+    /// SQLITE_BUSY, without waiting). On PostgreSQL the reads that decide the write lock their
+    /// rows instead ([`Backend::locking`]).
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<(WriteTurn<'_>, Transaction<'static, Any>), sqlx::Error> {
+        let turn = self.write_turn().await;
+        let tx = match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
             Backend::Postgres => self.pool.begin().await,
-        }
+        }?;
+        Ok((turn, tx))
     }
 
     /// Whether the database answers `SELECT 1` within `timeout` (the `/health` check). The wait

@@ -192,6 +192,7 @@ fn credential_from_row(row: &AnyRow) -> Result<ClientCredential, CmError> {
 impl Store {
     /// Stores a new `Active` credential; a taken username or issuer+serial is a conflict.
     pub async fn insert_credential(&self, new: NewCredential) -> Result<ClientCredential, CmError> {
+        let _turn = self.write_turn().await;
         let (kind, password_hash) = new.auth.into_parts();
         let credential = ClientCredential::issue(new.client_id, kind);
         let (username, issuer, serial) = match &credential.kind {
@@ -304,7 +305,7 @@ impl Store {
 
     /// Deletes a credential and returns it (for the revocation event).
     pub async fn delete_credential(&self, id: &str) -> Result<ClientCredential, CmError> {
-        let mut tx = self.begin_write().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let row = sqlx::query(select_credentials!("", "WHERE id = $1"))
             .bind(id)
             .fetch_optional(&mut *tx)

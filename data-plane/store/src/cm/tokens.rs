@@ -180,6 +180,7 @@ fn token_from_row(row: &AnyRow) -> Result<EndpointToken, CmError> {
 impl Store {
     /// Stores a new `Inactive` token; [`CmError::DuplicateToken`] if the value is taken.
     pub async fn insert_token(&self, new: NewToken) -> Result<EndpointToken, CmError> {
+        let _turn = self.write_turn().await;
         let hash = token_hash(&new.token);
         let token = new.issue();
         sqlx::query(
@@ -269,6 +270,7 @@ impl Store {
     }
 
     async fn compare_and_set(&self, id: &str, from: TokenStatus, to: TokenStatus) -> Result<bool, CmError> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query("UPDATE cm_endpoint_tokens SET status = $1 WHERE id = $2 AND status = $3")
             .bind(to.as_str())
             .bind(id)
@@ -281,6 +283,7 @@ impl Store {
     /// Deletes every token of an endpoint and returns what was deleted (for revocation events),
     /// oldest first.
     pub async fn delete_endpoint_tokens(&self, endpoint_id: &str) -> Result<Vec<EndpointToken>, CmError> {
+        let _turn = self.write_turn().await;
         // One statement (RETURNING: SQLite 3.35+ and PostgreSQL), so that what is returned is
         // exactly what was deleted, even with concurrent inserts or deletes on PostgreSQL, where
         // a SELECT then DELETE would not block them.

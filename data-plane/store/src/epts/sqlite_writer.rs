@@ -8,7 +8,8 @@
 //! one statement prepared once (positional parameters), so the hot index pages stay cached.
 //!
 //! Both drivers link the same SQLite (one `libsqlite3-sys`), and the file is the one sqlx's
-//! pool uses: SQLite's write lock orders this thread's transactions with the other services'.
+//! pool uses: the store's write gate orders this thread's transactions with the other services'
+//! writes (and SQLite's write lock with another process's).
 
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
@@ -17,6 +18,7 @@ use rusqlite::{Connection, Statement, params};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::{EptsError, NewPoint};
+use crate::WriteGate;
 
 /// Calls waiting for the thread at most; one beyond it waits for room.
 const QUEUE: usize = 16;
@@ -47,6 +49,7 @@ struct Job {
 #[derive(Debug)]
 pub(crate) struct SqliteWriter {
     path: PathBuf,
+    gate: WriteGate,
     /// One lock for starting and closing, so that no insert can start the thread after a close.
     state: Mutex<State>,
 }
@@ -67,9 +70,10 @@ struct Thread {
 
 impl SqliteWriter {
     /// The writer of the (migrated) database file at `path`; nothing starts yet.
-    pub(crate) fn new(path: &Path) -> SqliteWriter {
+    pub(crate) fn new(path: &Path, gate: WriteGate) -> SqliteWriter {
         SqliteWriter {
             path: path.to_owned(),
+            gate,
             state: Mutex::new(State::NotStarted),
         }
     }
@@ -95,7 +99,9 @@ impl SqliteWriter {
                 State::Closed => return Err(EptsError::WriterStopped),
                 State::Running(thread) => thread.jobs.clone(),
                 State::NotStarted => {
-                    let thread = Thread::start(&self.path).await.map_err(EptsError::WriterStart)?;
+                    let thread = Thread::start(&self.path, self.gate.clone())
+                        .await
+                        .map_err(EptsError::WriterStart)?;
                     let jobs = thread.jobs.clone();
                     *state = State::Running(thread);
                     jobs
@@ -123,7 +129,7 @@ impl SqliteWriter {
 
 impl Thread {
     /// Opens a connection to the database file at `path` and starts the thread.
-    async fn start(path: &Path) -> Result<Thread, String> {
+    async fn start(path: &Path, gate: WriteGate) -> Result<Thread, String> {
         let path = path.to_owned();
         let (ready, started) = oneshot::channel();
         let (jobs, rx) = mpsc::channel(QUEUE);
@@ -138,7 +144,7 @@ impl Thread {
                 match conn.prepare(INSERT) {
                     Ok(mut insert) => {
                         let _ = ready.send(Ok(()));
-                        run(&conn, &mut insert, rx);
+                        run(&conn, &mut insert, &gate, rx);
                     }
                     Err(e) => drop(ready.send(Err(e.to_string()))),
                 }
@@ -161,9 +167,12 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-fn run(conn: &Connection, insert: &mut Statement<'_>, mut rx: mpsc::Receiver<Job>) {
+fn run(conn: &Connection, insert: &mut Statement<'_>, gate: &WriteGate, mut rx: mpsc::Receiver<Job>) {
     while let Some(job) = rx.blocking_recv() {
-        let outcome = write(conn, insert, &job.rows);
+        let outcome = {
+            let _turn = gate.blocking_lock();
+            write(conn, insert, &job.rows)
+        };
         let _ = job.done.send(outcome);
     }
 }
