@@ -68,9 +68,10 @@ pub(crate) async fn run<S, H, Fut>(
                 }
             },
         };
-        // `map`, not `async move { work.await; ... }`: an async block would hold the handler's
-        // future twice (captured, then moved into its await), doubling what each spawn copies.
-        tasks.spawn(handle(msg).map(move |()| drop(permit)));
+        // Boxed: a task's future is moved into the task, and its slot is copied again when the
+        // task ends; a handler's future can be kilobytes, a box is a pointer. `map`, not an async
+        // block, which would hold the future twice.
+        tasks.spawn(Box::pin(handle(msg)).map(move |()| drop(permit)));
     }
     drop(sub);
     while let Some(done) = tasks.join_next().await {
