@@ -30,7 +30,10 @@ use bytes::Bytes;
 use smallvec::{SmallVec, smallvec};
 use tokio::sync::mpsc::{self, error::TrySendError};
 
-use crate::{BusError, Message, subject};
+use crate::{
+    BusError, Message,
+    subject::{self, Shape},
+};
 
 /// Channel capacity of each subscription made through [`crate::Bus::in_process`].
 pub const DEFAULT_SUBSCRIPTION_CAPACITY: usize = 1024;
@@ -52,7 +55,7 @@ struct Table {
     /// Subscriptions without wildcards, found by exact subject (the common case: services, inboxes).
     literal: HashMap<Box<str>, Vec<Route>, foldhash::fast::RandomState>,
     /// Subscriptions with `*` or `>`, matched one by one.
-    wildcard: Vec<(Box<str>, Route)>,
+    wildcard: Vec<(Box<str>, Shape, Route)>,
     /// The queue groups by name, with how many subscriptions are members.
     queues: HashMap<Box<str>, (Arc<QueueGroup>, usize)>,
 }
@@ -143,7 +146,7 @@ impl InProcess {
         if literal {
             table.literal.entry(subject.into()).or_default().push(route);
         } else {
-            table.wildcard.push((subject.into(), route));
+            table.wildcard.push((subject.into(), Shape::of(subject), route));
         }
         drop(table);
         Subscription {
@@ -187,11 +190,12 @@ impl InProcess {
         let table = self.table.read().unwrap_or_else(PoisonError::into_inner);
         let mut targets = Targets::new();
         let literal = table.literal.get(subject).into_iter().flatten();
+        let tokens = subject::token_count(subject);
         let wildcard = table
             .wildcard
             .iter()
-            .filter(|(pattern, _)| subject::matches(pattern, subject))
-            .map(|(_, route)| route);
+            .filter(|(pattern, shape, _)| shape.admits(tokens) && subject::matches(pattern, subject))
+            .map(|(_, _, route)| route);
         for route in literal.chain(wildcard) {
             let group = route.queue.as_ref().and_then(|queue| {
                 targets.iter_mut().find(|target| {
@@ -228,7 +232,9 @@ impl InProcess {
                 }
             }
         } else {
-            table.wildcard.retain(|(_, route)| route.sid != registration.sid);
+            table
+                .wildcard
+                .retain(|(_, _, route)| route.sid != registration.sid);
         }
         if let Some(name) = &registration.queue
             && let Some((_, members)) = table.queues.get_mut(name)

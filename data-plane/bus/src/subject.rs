@@ -92,6 +92,38 @@ pub(crate) fn matches(pattern: &str, subject: &str) -> bool {
     subject_tokens.next().is_none()
 }
 
+/// How many tokens a validated subscription pattern can match: exactly its own count, or at least
+/// that many when it ends in `>`. Checking a subject's count first spares comparing tokens with
+/// patterns that cannot match (most of them, for most subjects).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Shape {
+    tokens: usize,
+    open: bool,
+}
+
+impl Shape {
+    pub(crate) fn of(pattern: &str) -> Shape {
+        Shape {
+            tokens: token_count(pattern),
+            open: pattern == ">" || pattern.ends_with(".>"),
+        }
+    }
+
+    /// Whether a subject of `tokens` tokens may match.
+    pub(crate) fn admits(self, tokens: usize) -> bool {
+        if self.open {
+            tokens >= self.tokens
+        } else {
+            tokens == self.tokens
+        }
+    }
+}
+
+/// The number of tokens of a validated subject or pattern.
+pub(crate) fn token_count(subject: &str) -> usize {
+    subject.bytes().filter(|&b| b == b'.').count() + 1
+}
+
 /// A subject's tokens, as bytes: every publish is matched against each wildcard subscription,
 /// and splitting bytes on `.` is several times cheaper than `str::split`'s char searcher.
 fn split(subject: &str) -> std::slice::Split<'_, u8, impl FnMut(&u8) -> bool> {
@@ -202,7 +234,17 @@ mod tests {
         ];
         for (pattern, subject, want) in cases {
             assert_eq!(matches(pattern, subject), want, "{pattern} vs {subject}");
+            // The count check never turns away a subject that matches.
+            if want {
+                assert!(
+                    Shape::of(pattern).admits(token_count(subject)),
+                    "{pattern} vs {subject}"
+                );
+            }
         }
+        assert!(!Shape::of("a.*").admits(3));
+        assert!(!Shape::of("a.>").admits(1));
+        assert!(Shape::of("a.>").admits(5));
     }
 
     #[test]

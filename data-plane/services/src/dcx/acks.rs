@@ -12,13 +12,14 @@ use std::{
 
 use kaa_bus::Subscription;
 use kaa_protocol::{avro::AvroRecord, collection::DataSamplesProcessed};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Answers a batch buffers before further ones wait (one per receiver is the usual count).
 const PER_BATCH: usize = 16;
 
-type Routes = Arc<Mutex<HashMap<String, mpsc::Sender<DataSamplesProcessed>>>>;
+/// flume, not tokio's mpsc: a channel per batch, and flume's allocates as it fills where tokio's
+/// reserves a block of 32 answers up front (~3 KiB, zeroed, per request).
+type Routes = Arc<Mutex<HashMap<String, flume::Sender<DataSamplesProcessed>>>>;
 
 /// The batches waiting for answers.
 #[derive(Debug, Clone, Default)]
@@ -29,7 +30,7 @@ pub struct Acks {
 impl Acks {
     /// Waits for the answers to the batch `correlation_id`.
     pub fn register(&self, correlation_id: &str) -> Waiter {
-        let (tx, rx) = mpsc::channel(PER_BATCH);
+        let (tx, rx) = flume::bounded(PER_BATCH);
         self.lock().insert(correlation_id.to_owned(), tx);
         Waiter {
             routes: Arc::clone(&self.routes),
@@ -38,7 +39,7 @@ impl Acks {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::Sender<DataSamplesProcessed>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, flume::Sender<DataSamplesProcessed>>> {
         // The map holds no invariant a panicking holder could break.
         self.routes.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -83,14 +84,14 @@ impl Acks {
 pub struct Waiter {
     routes: Routes,
     correlation_id: String,
-    rx: mpsc::Receiver<DataSamplesProcessed>,
+    rx: flume::Receiver<DataSamplesProcessed>,
 }
 
 impl Waiter {
     /// Collects answers from every receiver in `expected` until all answered or `timeout`;
     /// returns the answers (by receiver) and those still missing.
     pub async fn collect(
-        mut self,
+        self,
         expected: &[String],
         timeout: Duration,
     ) -> (Vec<DataSamplesProcessed>, Vec<String>) {
@@ -98,9 +99,9 @@ impl Waiter {
         let mut answers = Vec::new();
         let deadline = tokio::time::Instant::now() + timeout;
         while !missing.is_empty() {
-            let answer = match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Some(answer)) => answer,
-                Ok(None) | Err(_) => break,
+            let answer = match tokio::time::timeout_at(deadline, self.rx.recv_async()).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(flume::RecvError::Disconnected)) | Err(_) => break,
             };
             // Answers from receivers nobody waits for (unreliable ones) do not count.
             if let Some(i) = missing
