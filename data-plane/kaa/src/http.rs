@@ -278,17 +278,17 @@ fn metrics_router(metrics: Metrics) -> Router {
     )
 }
 
-/// Binds `addr` and serves `app` until `shutdown` is cancelled.
-pub async fn serve(
-    addr: &str,
-    app: Router,
-    shutdown: CancellationToken,
-) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = TcpListener::bind(addr)
+/// Binds `addr` for [`serve`]. Connections made before serving starts wait in the socket's
+/// backlog, so whatever is printed in between (`kaa up`'s banner) comes before the first answer.
+pub async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen for HTTP on {addr}: {e}"))?;
-    let local = listener.local_addr()?;
-    let task = tokio::spawn(async move {
+        .map_err(|e| anyhow::anyhow!("cannot listen for HTTP on {addr}: {e}"))
+}
+
+/// Serves `app` on `listener` until `shutdown` is cancelled.
+pub fn serve(listener: TcpListener, app: Router, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
         // The peer address feeds the gateway's failed-authentication rate limit (1/KP over HTTP).
         let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(listener, app)
@@ -297,8 +297,7 @@ pub async fn serve(
         if let Err(e) = served {
             tracing::error!(error = %e, "HTTP server failed");
         }
-    });
-    Ok((local, task))
+    })
 }
 
 #[cfg(test)]

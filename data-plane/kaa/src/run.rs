@@ -143,7 +143,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         live: Some(platform.live().clone()),
     };
     let app = crate::http::app(health, metrics, platform.router(), admin_token);
-    let (http_addr, http) = crate::http::serve(&args.http_addr, app, context.shutdown.clone()).await?;
+    let listener = crate::http::bind(&args.http_addr).await?;
+    let http_addr = listener.local_addr()?;
+    let http = crate::http::serve(listener, app, context.shutdown.clone());
     tracing::info!(%http_addr, replica, kind = %args.kind, "service running");
 
     crate::shutdown_signal().await;

@@ -103,8 +103,11 @@ pub async fn up(args: Args) -> anyhow::Result<()> {
     // The dashboard rides on `kaa up`'s one HTTP port (in a cluster: the `web` kind).
     let rest = platform.router().merge(crate::web::router());
     let app = crate::http::app(health, metrics, rest, Some(admin_token));
-    let (http_addr, http) = crate::http::serve(&args.http_addr, app, context.shutdown.clone()).await?;
+    let listener = crate::http::bind(&args.http_addr).await?;
+    let http_addr = listener.local_addr()?;
+    // The banner before serving: once /health answers, it is out.
     print_banner(&blueprint, &platform, listeners, http_addr, &token_path, created);
+    let http = crate::http::serve(listener, app, context.shutdown.clone());
 
     crate::shutdown_signal().await;
     platform.stop(&context).await;
