@@ -108,6 +108,7 @@ async fn single_keys_and_key_listing() {
     let app = app().await;
     let id = register(&app, APP_V1, None).await;
     let key = |k: &str| format!("/epr/api/v1/endpoints/{id}/metadata/{k}");
+    let keys_path = format!("/epr/api/v1/endpoints/{id}/metadata-keys");
 
     let put = call(
         &app,
@@ -128,14 +129,7 @@ async fn single_keys_and_key_listing() {
     );
     assert_eq!(got.headers["etag"], "\"3\"");
 
-    let keys = call(
-        &app,
-        "GET",
-        &format!("/epr/api/v1/endpoints/{id}/metadata-keys"),
-        None,
-        &[],
-    )
-    .await;
+    let keys = call(&app, "GET", &keys_path, None, &[]).await;
     assert_eq!(keys.body, json!(["location", "name"]));
 
     assert_error(
@@ -181,13 +175,6 @@ async fn single_keys_and_key_listing() {
         "not_found",
         "name",
     );
-    let keys = call(
-        &app,
-        "GET",
-        &format!("/epr/api/v1/endpoints/{id}/metadata-keys"),
-        None,
-        &[],
-    )
-    .await;
+    let keys = call(&app, "GET", &keys_path, None, &[]).await;
     assert_eq!(keys.body, json!(["location"]));
 }

@@ -6,12 +6,14 @@
 //!    bytes against the checked-in schema and sees the RFC field names and values;
 //! 3. for ClientData, the exact bytes, assembled by hand from the Avro specification.
 
+mod collection;
+mod never_panics;
+
 use std::collections::BTreeMap;
 
 use apache_avro::{reader::datum::GenericDatumReader, types::Value};
 use kaa_protocol::{
     avro::AvroRecord,
-    collection::{DataPoint, DataSamplesEvent, PointValue, TimeSeriesEvent},
     ecap::{
         ClientCertificateValidationRequest, ClientCertificateValidationResponse,
         ClientCredentialRevokedEvent, ClientUsernamePasswordValidationRequest,
@@ -476,155 +478,4 @@ fn epmmp_keys_get() {
         reason_phrase: None,
     });
     assert_eq!(f["keys"], Value::Array(vec![string("name"), string("location")]));
-}
-
-// --- cross-record robustness -----------------------------------------------------------------
-
-mod never_panics {
-    use proptest::prelude::*;
-
-    use super::*;
-
-    proptest! {
-        #[test]
-        fn decoding_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
-            let _ = ClientData::from_avro(&bytes);
-            let _ = ExtensionData::from_avro(&bytes);
-            let _ = ConnectedEvent::from_avro(&bytes);
-            let _ = DisconnectedEvent::from_avro(&bytes);
-            let _ = RegisteredEvent::from_avro(&bytes);
-            let _ = UnregisteredEvent::from_avro(&bytes);
-            let _ = EndpointTokenValidationRequest::from_avro(&bytes);
-            let _ = EndpointTokenValidationResponse::from_avro(&bytes);
-            let _ = EndpointTokenStatusTransitionRequest::from_avro(&bytes);
-            let _ = EndpointTokenStatusTransitionResponse::from_avro(&bytes);
-            let _ = ClientUsernamePasswordValidationRequest::from_avro(&bytes);
-            let _ = ClientUsernamePasswordValidationResponse::from_avro(&bytes);
-            let _ = ClientCertificateValidationRequest::from_avro(&bytes);
-            let _ = ClientCertificateValidationResponse::from_avro(&bytes);
-            let _ = EndpointTokenRevokedEvent::from_avro(&bytes);
-            let _ = ClientCredentialRevokedEvent::from_avro(&bytes);
-            let _ = EndpointMetadataGetRequest::from_avro(&bytes);
-            let _ = EndpointMetadataGetResponse::from_avro(&bytes);
-            let _ = EndpointMetadataPatchRequest::from_avro(&bytes);
-            let _ = EndpointMetadataPatchResponse::from_avro(&bytes);
-            let _ = EndpointMetadataKeysGetRequest::from_avro(&bytes);
-            let _ = EndpointMetadataKeysGetResponse::from_avro(&bytes);
-        }
-
-        #[test]
-        fn decoding_mutated_valid_messages(pos in 0usize..200, byte in any::<u8>()) {
-            let mut bytes = readme_client_data().to_avro();
-            let pos = pos % bytes.len();
-            bytes[pos] = byte;
-            if let Ok(cd) = ClientData::from_avro(&bytes) {
-                // Whatever decodes survives a round trip. Not byte for byte: Avro varints have
-                // overlong forms (`0x80 0x00` is 0) that decoders accept and encoders never write.
-                let again = cd.to_avro();
-                prop_assert!(again.len() <= bytes.len());
-                prop_assert_eq!(ClientData::from_avro(&again).unwrap(), cd);
-            }
-        }
-
-        #[test]
-        fn client_data_round_trips(
-            correlation_id in ".{0,40}",
-            timestamp in any::<i64>(),
-            timeout in any::<i64>(),
-            endpoint_id in prop::option::of(".{0,40}"),
-            request_id in prop::option::of(any::<i32>()),
-            payload in prop::collection::vec(any::<u8>(), 0..300),
-            config_name in prop::option::of("[a-z]{0,10}"),
-        ) {
-            let cd = ClientData {
-                correlation_id,
-                timestamp,
-                timeout,
-                app_version_name: APP_VERSION.into(),
-                endpoint_id,
-                resource_path: "/json".into(),
-                request_id,
-                payload,
-                config_name,
-            };
-            prop_assert_eq!(ClientData::from_avro(&cd.to_avro()).unwrap(), cd);
-        }
-    }
-}
-
-#[test]
-fn dstp_data_samples() {
-    let samples = vec![br#"{"humidity":88}"#.to_vec(), b"[]".to_vec()];
-    let (_, f) = check(&DataSamplesEvent {
-        correlation_id: CORRELATION_ID.into(),
-        timestamp: TIMESTAMP,
-        timeout: TIMEOUT,
-        app_version_name: APP_VERSION.into(),
-        endpoint_id: ENDPOINT_ID.into(),
-        content_type: "application/json".into(),
-        data_samples: samples.clone(),
-    });
-    assert_eq!(f["contentType"], string("application/json"));
-    assert_eq!(
-        f["dataSamples"],
-        Value::Array(samples.into_iter().map(Value::Bytes).collect())
-    );
-}
-
-#[test]
-fn tstp_every_value_type_in_its_union_branch() {
-    // The schema's value union: [boolean, int, long, float, double, string, bytes, null].
-    let values = [
-        PointValue::Boolean(true),
-        PointValue::Int(-3),
-        PointValue::Long(1 << 40),
-        PointValue::Float(1.5),
-        PointValue::Double(-2.25),
-        PointValue::String("{\"x\":1}".into()),
-        PointValue::Bytes(vec![0, 255]),
-        PointValue::Null,
-    ];
-    let generic = [
-        Value::Boolean(true),
-        Value::Int(-3),
-        Value::Long(1 << 40),
-        Value::Float(1.5),
-        Value::Double(-2.25),
-        string("{\"x\":1}"),
-        Value::Bytes(vec![0, 255]),
-        Value::Null,
-    ];
-    let name = |i: usize| format!("v{i}");
-    let (_, f) = check(&TimeSeriesEvent {
-        correlation_id: CORRELATION_ID.into(),
-        timestamp: TIMESTAMP,
-        timeout: TIMEOUT,
-        app_version_name: APP_VERSION.into(),
-        endpoint_id: ENDPOINT_ID.into(),
-        time_series_name: "humidity".into(),
-        data_points: vec![DataPoint {
-            ingestion_timestamp: TIMESTAMP + 1,
-            timestamp: TIMESTAMP,
-            values: values
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| (name(i), v))
-                .collect(),
-        }],
-    });
-    let Value::Array(points) = &f["dataPoints"] else {
-        panic!("dataPoints is not an array: {:?}", f["dataPoints"]);
-    };
-    let [Value::Record(point)] = points.as_slice() else {
-        panic!("not one record: {points:?}");
-    };
-    let point: BTreeMap<_, _> = point.iter().cloned().collect();
-    assert_eq!(point["timestamp"], Value::Long(TIMESTAMP));
-    let Value::Map(map) = &point["values"] else {
-        panic!("values is not a map: {:?}", point["values"]);
-    };
-    for (i, want) in generic.into_iter().enumerate() {
-        let branch = u32::try_from(i).unwrap();
-        assert_eq!(map[&name(i)], some(branch, want), "value {i}");
-    }
 }
